@@ -1,0 +1,316 @@
+//! The task service: what the API does for each route (seed:
+//! `AudioCraftAppAPI.call` / `.result`, `BaseAppAPI.stats`), over the ports.
+//!
+//! It knows nothing of HTTP: it takes checked values and returns documents or
+//! a [`ServiceError`] that the API maps to a status code in one place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::Value;
+
+use crate::messages::{encode, Job};
+use crate::ports::{
+    Backend, BackendError, BlobStore, CallbackSender, Inserted, JobQueue, QueueName, ResultCache,
+    StatsQuery, StatsStore, TaskStore,
+};
+use crate::records::{self, CancelOutcome};
+use crate::request::{parse_call_request, RequestError};
+use crate::settings::Settings;
+use crate::task::{CallbackState, ModelFamily, StageOutcome, Task, TaskId, TaskStatus, Tenant};
+use crate::view::{HealthDocument, OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument};
+
+/// Every backend the domain talks to.
+#[derive(Clone)]
+pub struct Ports {
+    pub tasks: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub cache: Arc<dyn ResultCache>,
+    pub stats: Arc<dyn StatsStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub callbacks: Arc<dyn CallbackSender>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("the result of task {0} has expired")]
+    ResultExpired(String),
+    #[error("task {id} is already {status}")]
+    AlreadyFinal { id: String, status: TaskStatus },
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("{0} generation is not deployed here")]
+    NotDeployed(ModelFamily),
+    #[error("the {0} queue is full; try again later")]
+    QueueFull(ModelFamily),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// A successful submit: new (202) or the replay of an idempotent one (200).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    Created(SubmitDocument),
+    Replayed(SubmitDocument),
+}
+
+pub struct TaskService {
+    pub ports: Ports,
+    pub settings: Arc<Settings>,
+}
+
+impl TaskService {
+    pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
+        Self { ports, settings }
+    }
+
+    fn result_ttl(&self) -> ChronoDuration {
+        to_chrono(self.settings.result_ttl)
+    }
+
+    /// Checks and records a task, then queues one job per sample.
+    pub async fn submit(
+        &self,
+        tenant: &Tenant,
+        body: &Value,
+        idempotency_key: Option<&str>,
+        extra_fields: &[&str],
+    ) -> Result<Submitted, ServiceError> {
+        let request = parse_call_request(
+            body,
+            &self.settings.limits,
+            self.settings.marketplace_callback.as_deref(),
+            extra_fields,
+        )?;
+        let family = request.family;
+        if !self.settings.deployed.contains(&family) {
+            return Err(ServiceError::NotDeployed(family));
+        }
+        if let Some(max) = self.settings.max_queued_jobs {
+            let depth = self.ports.queue.depth(QueueName::Jobs(family)).await?;
+            if depth.queued + u64::from(request.samples) > max {
+                return Err(ServiceError::QueueFull(family));
+            }
+        }
+
+        let now = Utc::now();
+        let callback_url = request.callback_url.clone().or_else(|| self.settings.marketplace_callback.clone());
+        let samples = usize::from(request.samples);
+        let task = Task {
+            id: TaskId::generate(),
+            tenant: tenant.clone(),
+            status: TaskStatus::Queued,
+            progress: 0.0,
+            stages: vec![None; samples],
+            stage_progress: vec![0.0; samples],
+            error: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            queue_deadline: request.ttl_seconds.map(|s| now + ChronoDuration::seconds(s as i64)),
+            retain_until: None,
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_fingerprint: request.fingerprint(),
+            callback: if callback_url.is_some() { CallbackState::Pending } else { CallbackState::NotRequested },
+            callback_url,
+            jobs_enqueued: false,
+            version: 1,
+            request,
+        };
+
+        match self.ports.tasks.insert(&task).await? {
+            Inserted::Created => {
+                self.enqueue_jobs(&task).await?;
+                Ok(Submitted::Created(SubmitDocument::of(&task)))
+            }
+            Inserted::Existing(existing) => {
+                if existing.request_fingerprint != task.request_fingerprint {
+                    return Err(ServiceError::IdempotencyKeyReused);
+                }
+                // An earlier submit stored the task but could not queue its
+                // jobs (the queue was down): finish that now.
+                if !existing.jobs_enqueued && existing.status == TaskStatus::Queued {
+                    self.enqueue_jobs(&existing).await?;
+                }
+                Ok(Submitted::Replayed(SubmitDocument::of(&existing)))
+            }
+        }
+    }
+
+    async fn enqueue_jobs(&self, task: &Task) -> Result<(), ServiceError> {
+        for job in Job::for_task(task) {
+            self.ports.queue.send(QueueName::Jobs(job.family), &encode(&job), Duration::ZERO).await?;
+        }
+        records::mark_jobs_enqueued(self.ports.tasks.as_ref(), &task.id).await?;
+        Ok(())
+    }
+
+    /// The task as its owner may see it. Another tenant's task is "not found".
+    /// With `cached`, a final result in the result cache saves the task-store
+    /// read; a cache miss or a cache outage falls back to the store.
+    async fn owned_task(&self, tenant: &Tenant, raw_id: &str, cached: bool) -> Result<Task, ServiceError> {
+        let not_found = || ServiceError::NotFound(raw_id.chars().take(64).collect());
+        let id = TaskId::parse(raw_id).ok_or_else(not_found)?;
+        let from_cache = if cached {
+            match self.ports.cache.get_final(&id).await {
+                Ok(hit) => hit.filter(|t| t.status.is_final()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "result cache read failed; reading the task store");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let task = match from_cache {
+            Some(task) => task,
+            None => self.ports.tasks.get(&id).await?.ok_or_else(not_found)?,
+        };
+        if &task.tenant != tenant {
+            return Err(not_found());
+        }
+        if task.retain_until.is_some_and(|until| until < Utc::now()) {
+            return Err(ServiceError::ResultExpired(id.to_string()));
+        }
+        Ok(task)
+    }
+
+    /// `GET /v1/result/{id}`: the result document with fresh download URLs.
+    pub async fn result(&self, tenant: &Tenant, raw_id: &str) -> Result<TaskDocument, ServiceError> {
+        let mut task = self.owned_task(tenant, raw_id, true).await?;
+        if task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < Utc::now()) {
+            // Nobody started it in time; say so now rather than when a
+            // worker gets to its job.
+            if let Some((expired, true)) =
+                records::expire_if_due(self.ports.tasks.as_ref(), &task.id, Utc::now(), self.result_ttl()).await?
+            {
+                task = expired;
+                self.announce_final(&task.id).await?;
+            }
+        }
+        document(&self.ports, &self.settings, &task).await.map_err(Into::into)
+    }
+
+    /// `POST /v1/cancel/{id}`.
+    pub async fn cancel(&self, tenant: &Tenant, raw_id: &str) -> Result<TaskDocument, ServiceError> {
+        let task = self.owned_task(tenant, raw_id, false).await?;
+        match records::cancel(self.ports.tasks.as_ref(), &task.id, Utc::now(), self.result_ttl()).await? {
+            None => Err(ServiceError::NotFound(task.id.to_string())),
+            Some((_, CancelOutcome::AlreadyFinal(status))) => {
+                Err(ServiceError::AlreadyFinal { id: task.id.to_string(), status })
+            }
+            Some((canceled, CancelOutcome::Canceled)) => {
+                self.announce_final(&canceled.id).await?;
+                document(&self.ports, &self.settings, &canceled).await.map_err(Into::into)
+            }
+        }
+    }
+
+    /// Hands the final effects (stats, cached result, callback) of a task
+    /// that became final here to the completion step.
+    async fn announce_final(&self, id: &TaskId) -> Result<(), ServiceError> {
+        Ok(crate::completion::announce_final(&self.ports, id).await?)
+    }
+
+    /// Polls until the task is final or `wait` passes (`/v1/generate`).
+    pub async fn wait_until_final(&self, tenant: &Tenant, raw_id: &str, wait: Duration) -> Result<TaskDocument, ServiceError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let doc = self.result(tenant, raw_id).await?;
+            if doc.status.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(doc);
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    pub async fn stats(
+        &self,
+        tenant: &Tenant,
+        user_id: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<StatsDocument, ServiceError> {
+        let query = StatsQuery { tenant: tenant.clone(), user_id: user_id.clone(), from, to, recent_limit: 10 };
+        let summary = self.ports.stats.summarize(&query).await?;
+        Ok(StatsDocument {
+            user_id,
+            from,
+            to,
+            requests: summary.requests,
+            by_status: summary.by_status,
+            by_type: summary.by_type,
+            audio_seconds: summary.audio_seconds,
+            latency_ms: summary.latency_ms,
+            recent: summary.recent,
+        })
+    }
+
+    /// Reaches every backend; `ok` only when all answer.
+    pub async fn health(&self) -> HealthDocument {
+        let p = &self.ports;
+        let (tasks, cache, stats, blobs) = tokio::join!(p.tasks.ping(), p.cache.ping(), p.stats.ping(), p.blobs.ping());
+        let mut backends = BTreeMap::new();
+        let mut queues = BTreeMap::new();
+        let mut queue_ok = true;
+        for family in ModelFamily::ALL {
+            match p.queue.depth(QueueName::Jobs(family)).await {
+                Ok(d) => {
+                    queues.insert(family.to_string(), QueueDepthDocument { queued: d.queued, in_flight: d.in_flight });
+                }
+                Err(_) => queue_ok = false,
+            }
+        }
+        let state = |ok: bool| if ok { "ok" } else { "down" }.to_string();
+        backends.insert(Backend::Queue.to_string(), state(queue_ok));
+        backends.insert(Backend::Tasks.to_string(), state(tasks.is_ok()));
+        backends.insert(Backend::Cache.to_string(), state(cache.is_ok()));
+        backends.insert(Backend::Stats.to_string(), state(stats.is_ok()));
+        backends.insert(Backend::Blobs.to_string(), state(blobs.is_ok()));
+        let all_ok = backends.values().all(|s| s == "ok");
+        HealthDocument {
+            status: if all_ok { "ok" } else { "degraded" }.into(),
+            version: self.settings.api_version.clone(),
+            backends,
+            queues,
+        }
+    }
+}
+
+/// The result document of a task, with outputs presigned when it succeeded.
+pub async fn document(ports: &Ports, settings: &Settings, task: &Task) -> Result<TaskDocument, BackendError> {
+    let outputs = if task.status == TaskStatus::Succeeded {
+        let mut outputs = Vec::with_capacity(task.stages.len());
+        for stage in task.stages.iter().flatten() {
+            if let StageOutcome::Succeeded { clip, .. } = stage {
+                let url = ports.blobs.presign_get(&clip.blob_key, settings.url_ttl).await?;
+                outputs.push(OutputDocument {
+                    url: url.url,
+                    expires_at: url.expires_at,
+                    content_type: clip.content_type.clone(),
+                    duration: clip.duration,
+                    sample_rate: clip.sample_rate,
+                    channels: clip.channels,
+                    bytes: clip.bytes,
+                    sha256: clip.sha256.clone(),
+                });
+            }
+        }
+        Some(outputs)
+    } else {
+        None
+    };
+    Ok(TaskDocument::of(task, outputs))
+}
+
+pub fn to_chrono(d: Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}

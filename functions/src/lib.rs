@@ -1,0 +1,1 @@
+//! The HTTP API (one axum Router) and the Lambda entry points.

@@ -1,0 +1,124 @@
+//! `sound-creator generate`: one clip from one prompt, straight to a WAV file.
+//!
+//! The command the lead wires into the `sound-creator` binary; it exists so a
+//! model can be tried (and compared with the reference) without the job
+//! service. It must never write a partial WAV: the file is written only after
+//! generation succeeded.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use sound_creator_core::audio::{encode_wav, ClipRequest, RunToEnd};
+use sound_creator_core::request::GenerationParams;
+use tch::{Device, Kind};
+
+use crate::engine::MusicGenEngine;
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Hub id (e.g. facebook/musicgen-small) or local checkpoint directory.
+    #[arg(long, env = "MUSIC_GEN_MODEL", default_value = "facebook/musicgen-small")]
+    pub model: String,
+    #[arg(long)]
+    pub prompt: String,
+    /// Seconds of audio.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seed for sampling; the same seed gives the same clip on the same hardware.
+    #[arg(long, conflicts_with = "greedy")]
+    pub seed: Option<u64>,
+    /// Argmax decoding instead of sampling.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Classifier-free guidance scale (1 disables guidance).
+    #[arg(long, default_value_t = 3.0)]
+    pub cfg: f64,
+    #[arg(long, default_value_t = 250)]
+    pub top_k: u32,
+    /// Nucleus mass; 0 disables top-p.
+    #[arg(long, default_value_t = 0.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (the decoder's precision).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the codes as JSON `[codebook][frame]`, delay pattern removed.
+    #[arg(long)]
+    pub codes_out: Option<PathBuf>,
+    /// Where hub downloads are kept.
+    #[arg(long, env = "MODEL_CACHE_DIR", default_value = ".data/models")]
+    pub cache_dir: PathBuf,
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(text: &str) -> anyhow::Result<Device> {
+    match text {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => Ok(Device::Cuda(index)),
+            _ => anyhow::bail!("unknown device `{other}` (expected cpu, cuda or cuda:N)"),
+        },
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn parse_dtype(text: &str) -> anyhow::Result<Kind> {
+    match text {
+        "f32" | "fp32" | "float32" => Ok(Kind::Float),
+        "f16" | "fp16" | "float16" => Ok(Kind::Half),
+        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
+        other => anyhow::bail!("unknown dtype `{other}` (expected f32, f16 or bf16)"),
+    }
+}
+
+pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    if let Device::Cuda(_) = device {
+        anyhow::ensure!(tch::Cuda::is_available(), "--device {} asked for, but CUDA is not available", args.device);
+    }
+    let kind = parse_dtype(&args.dtype)?;
+    let engine = MusicGenEngine::load(&args.model, &args.cache_dir, device, kind)
+        .with_context(|| format!("Failed to load model {}", args.model))?;
+    let params = GenerationParams {
+        temperature: if args.greedy { 0.0 } else { args.temperature },
+        top_k: args.top_k,
+        top_p: args.top_p,
+        cfg_coef: args.cfg,
+        seed: args.seed,
+    };
+    let request = ClipRequest { prompt: args.prompt.clone(), duration: args.duration, params };
+    let started = std::time::Instant::now();
+    let mut generated = engine.generate_with_codes(&[request], &mut RunToEnd).context("Failed to generate the clip")?;
+    let generated = generated.pop().context("the engine returned no clip")?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "clip generated");
+
+    std::fs::write(&args.out, encode_wav(&generated.clip))
+        .with_context(|| format!("Failed to write {}", args.out.display()))?;
+    if let Some(path) = &args.codes_out {
+        let json = serde_json::to_vec(&generated.codes).context("Failed to serialise the codes")?;
+        std::fs::write(path, json).with_context(|| format!("Failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_dtypes_parse_or_fail_with_a_message() {
+        assert_eq!(parse_device("cpu").expect("cpu"), Device::Cpu);
+        assert_eq!(parse_device("cuda:1").expect("cuda:1"), Device::Cuda(1));
+        assert!(parse_device("tpu").is_err());
+        assert_eq!(parse_dtype("bf16").expect("bf16"), Kind::BFloat16);
+        assert!(parse_dtype("f8").is_err());
+    }
+}

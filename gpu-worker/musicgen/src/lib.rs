@@ -1,0 +1,20 @@
+//! MusicGen inference on libtorch through `tch`.
+//!
+//! Follows "Simple and Controllable Music Generation" (Copet et al., 2023) as
+//! implemented by Hugging Face `transformers` (`MusicgenForConditionalGeneration`),
+//! whose checkpoint layout (`config.json`, `model.safetensors`, T5 tokenizer)
+//! is the one loaded here: every module path below is a checkpoint key prefix.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod decoder;
+pub mod encodec;
+pub mod engine;
+pub mod generation;
+pub mod hub;
+pub mod sampling;
+pub mod t5;
+pub mod tokenizer;
+
+pub use engine::MusicGenEngine;

@@ -1,0 +1,1 @@
+//! The worker loop: drains a job queue, runs the generator, stores audio, reports completion.

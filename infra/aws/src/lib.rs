@@ -1,0 +1,1 @@
+//! AWS backends: SQS, S3, DynamoDB, plus Redis for temporary results and Postgres for statistics.

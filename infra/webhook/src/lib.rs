@@ -1,0 +1,1 @@
+//! Client callbacks over HTTP, signed the Standard Webhooks way.
