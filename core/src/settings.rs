@@ -146,7 +146,9 @@ impl Settings {
             .unwrap_or_default();
 
         let deployed = match get("DEPLOYED_TYPES") {
-            None => ModelFamily::ALL.into_iter().collect(),
+            // MusicGen only by default: AudioGen's published checkpoint is in
+            // AudioCraft's own format, which the engine does not load yet.
+            None => [ModelFamily::Music].into_iter().collect(),
             Some(raw) => raw
                 .split(',')
                 .map(str::trim)
@@ -229,6 +231,7 @@ mod tests {
         assert_eq!(s.audio_gen_model, "facebook/audiogen-medium");
         assert_eq!(s.result_ttl, Duration::from_secs(604_800));
         assert_eq!(s.max_body_bytes, 65_536);
+        assert_eq!(s.deployed, [ModelFamily::Music].into_iter().collect());
     }
 
     #[test]

@@ -1,1 +1,4 @@
-//! The HTTP API (one axum Router) and the Lambda entry points.
+//! The serverless-facing side of sound-creator: the HTTP API router and the
+//! Lambda entry points' shared code. Nothing here links libtorch.
+
+pub mod api;

@@ -29,8 +29,18 @@ const OPTIONAL_FILES: [&str; 2] = ["tokenizer_config.json", "generation_config.j
 /// such as `facebook/musicgen-small`, looked up in `cache_dir` (both the
 /// Hugging Face cache layout `models--<org>--<name>/snapshots/<rev>/` and the
 /// plain `<org>--<name>/` layout this function downloads into) and
-/// downloaded when absent.
+/// downloaded when absent, with [`HubSettings::from_env`].
 pub fn resolve_model_dir(model: &str, cache_dir: &Path) -> Result<PathBuf, LoadError> {
+    resolve_model_dir_with(model, cache_dir, &HubSettings::from_env())
+}
+
+/// [`resolve_model_dir`] with explicit hub settings instead of the
+/// environment's (tests, or a caller with its own configuration).
+pub fn resolve_model_dir_with(
+    model: &str,
+    cache_dir: &Path,
+    settings: &HubSettings,
+) -> Result<PathBuf, LoadError> {
     let local = Path::new(model);
     if local.is_dir() {
         return Ok(local.to_path_buf());
@@ -40,7 +50,44 @@ pub fn resolve_model_dir(model: &str, cache_dir: &Path) -> Result<PathBuf, LoadE
         tracing::info!(model, dir = %dir.display(), "using cached model");
         return Ok(dir);
     }
-    Hub::from_env().download(&id, cache_dir)
+    Hub::new(settings).download(&id, cache_dir)
+}
+
+/// Where and how to reach the hub.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubSettings {
+    /// Base URL, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    /// Bearer token for gated or private repositories.
+    pub token: Option<String>,
+    /// Never touch the network.
+    pub offline: bool,
+}
+
+impl HubSettings {
+    /// `HF_ENDPOINT` (default `https://huggingface.co`), `HF_TOKEN` (or the
+    /// older `HUGGING_FACE_HUB_TOKEN`) and `HF_HUB_OFFLINE`, as the Python
+    /// `huggingface_hub` reads them.
+    pub fn from_env() -> Self {
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+        HubSettings {
+            endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+            token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
+            offline: env("HF_HUB_OFFLINE")
+                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+        }
+    }
+}
+
+/// Hand-written so that the token never reaches a log line.
+impl std::fmt::Debug for HubSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubSettings")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("offline", &self.offline)
+            .finish()
+    }
 }
 
 /// A validated `<org>/<name>` repository id.
@@ -137,11 +184,7 @@ enum Fetched {
 }
 
 impl Hub {
-    fn from_env() -> Self {
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
-        let endpoint = env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-        let token = env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN"));
-        let offline = env("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"));
+    fn new(settings: &HubSettings) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(15)))
             // A stalled transfer should fail rather than hang start-up forever;
@@ -151,7 +194,12 @@ impl Hub {
             .user_agent(concat!("sound-creator-musicgen/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Hub { endpoint: endpoint.trim_end_matches('/').to_owned(), token, offline, agent }
+        Hub {
+            endpoint: settings.endpoint.trim_end_matches('/').to_owned(),
+            token: settings.token.clone(),
+            offline: settings.offline,
+            agent,
+        }
     }
 
     fn url(&self, id: &HubId, file: &str) -> String {

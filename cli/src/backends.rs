@@ -1,0 +1,64 @@
+//! Choosing and connecting the backends: the embedded ones (SQLite + local
+//! files under `--data-dir`) or the AWS ones (SQS, S3, DynamoDB, Redis,
+//! Postgres — real or emulated, by endpoint settings). This is the only
+//! place that knows both; everything else sees the domain's ports.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sound_creator_aws::{AwsBackends, AwsSettings};
+use sound_creator_core::ports::{CallbackSender, SignedDownloads};
+use sound_creator_core::service::Ports;
+use sound_creator_core::settings::Settings;
+use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
+use sound_creator_webhook::HttpCallbackSender;
+
+use crate::BackendKind;
+
+pub struct Backends {
+    pub ports: Ports,
+    /// Set in the embedded mode, where the API serves the download links.
+    pub downloads: Option<Arc<dyn SignedDownloads>>,
+    pub visibility_timeout: Duration,
+    pub label: &'static str,
+}
+
+pub async fn connect(kind: BackendKind, data_dir: &Path, public_base_url: &str, settings: &Settings) -> anyhow::Result<Backends> {
+    let callbacks: Arc<dyn CallbackSender> =
+        Arc::new(HttpCallbackSender::new(settings.callback_timeout).context("cannot build the HTTP client for callbacks")?);
+    match kind {
+        BackendKind::Embedded => {
+            let options = EmbeddedOptions { public_base_url: public_base_url.to_owned(), ..EmbeddedOptions::default() };
+            let visibility_timeout = options.visibility_timeout;
+            let store = EmbeddedStore::open(data_dir, options)
+                .await
+                .with_context(|| format!("cannot open the embedded store in {}", data_dir.display()))?;
+            let downloads: Arc<dyn SignedDownloads> = store.blobs();
+            Ok(Backends { ports: store.ports(callbacks), downloads: Some(downloads), visibility_timeout, label: "embedded" })
+        }
+        BackendKind::Aws => {
+            let aws = AwsSettings::from_env().context("invalid AWS settings")?;
+            let backends = AwsBackends::connect(&aws).await.context("cannot connect the AWS backends")?;
+            let ports = Ports {
+                tasks: backends.tasks,
+                queue: backends.queue,
+                cache: backends.cache,
+                stats: backends.stats,
+                blobs: backends.blobs,
+                callbacks,
+            };
+            Ok(Backends { ports, downloads: None, visibility_timeout: aws.sqs_visibility_timeout, label: "aws" })
+        }
+    }
+}
+
+/// `sound-creator provision`: queues (with dead-letter queues), bucket and
+/// table on the configured endpoint; safe to run again.
+pub async fn provision() -> anyhow::Result<()> {
+    let aws = AwsSettings::from_env().context("invalid AWS settings")?;
+    sound_creator_aws::provision(&aws).await?;
+    println!("provisioned queues, bucket {} and table {}", aws.s3_bucket, aws.dynamodb_table);
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Test harness: starts the real `sound-creator serve` binary on port 0 with
+//! its own data directory and the tiny MusicGen checkpoint, and a real HTTP
+//! callback receiver, all on loopback.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-marketplace-token";
+pub const OTHER_TOKEN: &str = "acme-token";
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+pub fn tiny_model() -> PathBuf {
+    repo_root().join("tests/fixtures/tiny-musicgen")
+}
+
+pub struct App {
+    pub base: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    env: Vec<(String, String)>,
+    subcommand: &'static str,
+    pub client: reqwest::Client,
+}
+
+impl App {
+    /// Starts `sound-creator serve` with the test settings plus `extra_env`.
+    pub fn spawn(data_dir: &Path, extra_env: &[(&str, &str)]) -> App {
+        Self::spawn_as("serve", data_dir, extra_env)
+    }
+
+    /// `serve` (everything) or `api` (the API alone: nothing runs the jobs).
+    pub fn spawn_as(subcommand: &'static str, data_dir: &Path, extra_env: &[(&str, &str)]) -> App {
+        let mut env: Vec<(String, String)> = vec![
+            ("MARKETPLACE_TOKEN".into(), TOKEN.into()),
+            ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
+            ("MUSIC_GEN_MODEL".into(), tiny_model().display().to_string()),
+            ("MODEL_DEVICE".into(), "cpu".into()),
+            ("CALLBACK_ALLOWED_HOSTS".into(), "127.0.0.1".into()),
+            ("CALLBACK_RETRY_BASE_MS".into(), "200".into()),
+            ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        for (k, v) in extra_env {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self::start(subcommand, data_dir.to_path_buf(), env)
+    }
+
+    fn start(subcommand: &'static str, data_dir: PathBuf, env: Vec<(String, String)>) -> App {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
+        command
+            .args([subcommand, "--port", "0", "--host", "127.0.0.1", "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("MARKETPLACE_CALLBACK")
+            .env_remove("DEPLOYED_TYPES")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start sound-creator serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"))
+            .to_owned();
+        App { base, data_dir, child, env, subcommand, client: reqwest::Client::new() }
+    }
+
+    /// Stops the process (SIGKILL: nothing gets a chance to clean up) and
+    /// starts it again on the same data directory.
+    pub fn restart(self) -> App {
+        let subcommand = self.subcommand;
+        self.restart_as(subcommand)
+    }
+
+    pub fn restart_as(mut self, subcommand: &'static str) -> App {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (data_dir, env) = (self.data_dir.clone(), std::mem::take(&mut self.env));
+        Self::start(subcommand, data_dir, env)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_parts(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        into_parts(req.send().await.expect("request")).await
+    }
+
+    pub async fn submit(&self, body: &Value) -> String {
+        let (status, _, doc) = self.post("/v1/call", Some(TOKEN), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+        doc["task_id"].as_str().expect("task_id").to_owned()
+    }
+
+    /// Polls the result until the task is final.
+    pub async fn wait_final(&self, task_id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, _, doc) = self.get(&format!("/v1/result/{task_id}"), Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::OK, "{doc}");
+            let state = doc["status"].as_str().unwrap_or_default().to_owned();
+            if !matches!(state.as_str(), "queued" | "running") {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "task {task_id} still {state} after {within:?}: {doc}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, task_id: &str, wanted: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, _, doc) = self.get(&format!("/v1/result/{task_id}"), Some(TOKEN)).await;
+            if doc["status"] == wanted {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "task {task_id} never became {wanted}: {doc}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn into_parts(resp: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+    let mut headers = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
+            axum::http::HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    let bytes = resp.bytes().await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    (status, headers, body)
+}
+
+pub fn music(prompt: &str, duration: f64) -> Value {
+    json!({"type": "music", "prompt": prompt, "duration": duration, "user_id": "user-42", "params": {"seed": 7}})
+}
+
+/// One callback the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub webhook_id: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: String,
+    pub answered: u16,
+}
+
+/// A real HTTP server on loopback that records callbacks and answers 500
+/// to the first `fail_first` of them.
+#[derive(Clone)]
+pub struct CallbackReceiver {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl CallbackReceiver {
+    pub async fn start(fail_first: usize) -> CallbackReceiver {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let state = (received.clone(), fail_first);
+        let router = axum::Router::new().route(
+            "/hook",
+            post(|State((log, fail_first)): State<(Arc<Mutex<Vec<Received>>>, usize)>, headers: HeaderMap, body: String| async move {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let mut log = log.lock().expect("lock");
+                let answered = if log.len() < fail_first { 500 } else { 200 };
+                log.push(Received {
+                    webhook_id: header("webhook-id"),
+                    timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+                    signature: header("webhook-signature"),
+                    body,
+                    answered,
+                });
+                StatusCode::from_u16(answered).expect("status")
+            }),
+        ).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        CallbackReceiver { url, received }
+    }
+
+    pub fn calls(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let calls = self.calls();
+            if calls.len() >= count {
+                return calls;
+            }
+            assert!(Instant::now() < deadline, "only {} callbacks after {within:?}", calls.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn counts<'a>(items: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut map = HashMap::new();
+    for item in items {
+        *map.entry(item).or_insert(0) += 1;
+    }
+    map
+}

@@ -1,0 +1,69 @@
+//! The public HTTP API of `../shared/api-contract.md`, as one axum `Router`
+//! built by [`app`]. The same router is served by the local server
+//! (`sound-creator serve` / `api`) and, in AWS, by `lambda_http` behind API
+//! Gateway. Handlers never panic on client input and always answer in the
+//! contract's error shape.
+
+mod auth;
+mod error;
+mod extract;
+pub mod openapi;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use sound_creator_core::ports::SignedDownloads;
+use sound_creator_core::service::TaskService;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::RateLimiter;
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<TaskService>,
+    /// Present in the embedded mode, where the API serves presigned links.
+    pub downloads: Option<Arc<dyn SignedDownloads>>,
+    pub rate_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(service: Arc<TaskService>, downloads: Option<Arc<dyn SignedDownloads>>) -> Self {
+        let rate_limiter = Arc::new(RateLimiter::new(service.settings.rate_limit_per_minute));
+        Self { service, downloads, rate_limiter }
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let openapi = Arc::new(openapi::document(&state.service.settings.api_version));
+    let protected = Router::new()
+        .route("/v1/call", post(routes::call).fallback(routes::method_not_allowed))
+        .route("/v1/generate", post(routes::generate).fallback(routes::method_not_allowed))
+        .route("/v1/result", post(routes::result_by_body).fallback(routes::method_not_allowed))
+        .route("/v1/result/{task_id}", get(routes::result).fallback(routes::method_not_allowed))
+        .route("/v1/cancel/{task_id}", post(routes::cancel).fallback(routes::method_not_allowed))
+        .route("/v1/stats", get(routes::stats).fallback(routes::method_not_allowed))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client_key));
+    Router::new()
+        .route("/health", get(routes::health).fallback(routes::method_not_allowed))
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .route("/v1/files/{*key}", get(routes::download).fallback(routes::method_not_allowed))
+        .merge(protected)
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the request could not be completed").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,350 @@
+//! The job loop of a GPU worker (seed: `AudioGenerationSerivce.run`): take
+//! jobs of one model family off the queue, generate their audio, store the
+//! WAV, keep the stage result in the result cache, and tell the completion
+//! step. The same loop runs on the embedded queue and on SQS.
+//!
+//! At-least-once delivery is made safe here and in the task records: a job
+//! whose stage already has a result is dropped, an output is written to a
+//! key derived from the task and sample (so a rerun overwrites, never adds),
+//! and the message is deleted only after its effects are recorded. While a
+//! job runs, a heartbeat keeps its message invisible so no other worker
+//! starts it; on shutdown, the job in hand stops at its next decoding step
+//! and its message goes back to the queue.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sound_creator_core::audio::{encode_wav, AudioGenerator, GenerationError, StepControl, StepObserver};
+use sound_creator_core::completion::announce_final;
+use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
+use sound_creator_core::ports::{clip_key, BackendError, Delivery, QueueName};
+use sound_creator_core::records::{self, StageStart};
+use sound_creator_core::request::AudioFormat;
+use sound_creator_core::service::Ports;
+use sound_creator_core::settings::Settings;
+use sound_creator_core::task::{ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub family: ModelFamily,
+    /// The queue's visibility timeout; the heartbeat renews it at a third.
+    pub visibility_timeout: Duration,
+    /// Jobs generated together in one batched forward pass.
+    pub max_batch: usize,
+    /// A job received this many times without finishing fails its stage
+    /// (the worker crashed on it, or it keeps failing).
+    pub max_attempts: u32,
+    /// Long-poll wait of one receive.
+    pub poll_wait: Duration,
+    /// How often progress is written and cancellation checked.
+    pub progress_interval: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(family: ModelFamily) -> Self {
+        Self {
+            family,
+            visibility_timeout: Duration::from_secs(30),
+            max_batch: 1,
+            max_attempts: 3,
+            poll_wait: Duration::from_secs(10),
+            progress_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What one turn of the loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// Messages handled (finished, dropped as duplicates, failed or released).
+    Handled(usize),
+    EmptyQueue,
+}
+
+pub struct Worker {
+    ports: Ports,
+    settings: Arc<Settings>,
+    generator: Arc<dyn AudioGenerator>,
+    config: WorkerConfig,
+    /// Set on shutdown: the running batch stops at its next step.
+    stopping: Arc<AtomicBool>,
+}
+
+/// A received job that is to be generated.
+struct Runnable {
+    job: Job,
+    delivery: Delivery,
+    canceled: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn new(ports: Ports, settings: Arc<Settings>, generator: Arc<dyn AudioGenerator>, config: WorkerConfig) -> Self {
+        Self { ports, settings, generator, config, stopping: Arc::new(AtomicBool::new(false)) }
+    }
+
+    fn queue(&self) -> QueueName {
+        QueueName::Jobs(self.config.family)
+    }
+
+    /// Runs until `shutdown` resolves; the batch in hand finishes its current
+    /// step and goes back to the queue.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let stopping = self.stopping.clone();
+        let family = self.config.family;
+        tracing::info!(%family, model = %self.generator.info().name, "worker started");
+        let work = async {
+            let mut backoff = Duration::from_millis(200);
+            while !self.stopping.load(Ordering::SeqCst) {
+                match self.try_execute_jobs().await {
+                    Ok(_) => backoff = Duration::from_millis(200),
+                    Err(e) => {
+                        tracing::warn!(%family, error = %e, "worker could not reach a backend; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            () = &mut work => {}
+            () = shutdown => {
+                stopping.store(true, Ordering::SeqCst);
+                // Let the batch in hand reach its next step and hand its
+                // messages back; an idle long poll just ends.
+                let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
+            }
+        }
+        tracing::info!(%family, "worker stopped");
+    }
+
+    /// One turn: receive up to a batch of jobs and carry each to an end
+    /// (done, dropped, failed, or released for a retry).
+    pub async fn try_execute_jobs(&self) -> Result<ExecutionOutcome, BackendError> {
+        let deliveries = self.ports.queue.receive(self.queue(), self.config.max_batch, self.config.poll_wait).await?;
+        if deliveries.is_empty() {
+            return Ok(ExecutionOutcome::EmptyQueue);
+        }
+        let handled = deliveries.len();
+        let mut runnable = Vec::new();
+        for delivery in deliveries {
+            if let Some(job) = self.admit(delivery).await? {
+                runnable.push(job);
+            }
+        }
+        if !runnable.is_empty() {
+            self.generate_batch(runnable).await?;
+        }
+        Ok(ExecutionOutcome::Handled(handled))
+    }
+
+    /// Decides what to do with one delivery before any generation.
+    async fn admit(&self, delivery: Delivery) -> Result<Option<Runnable>, BackendError> {
+        let queue = self.queue();
+        let job: Job = match decode(&delivery.body) {
+            Ok(job) => job,
+            Err(e) => {
+                // Poison: leave it to the queue's dead-letter redrive.
+                tracing::error!(message_id = %delivery.message_id, receive_count = delivery.receive_count, error = %e, "dropping an unreadable job message to the dead-letter queue");
+                return Ok(None);
+            }
+        };
+        if job.family != self.config.family {
+            tracing::error!(task_id = %job.task_id, "a {} job arrived on the {} queue; failing its stage", job.family, self.config.family);
+            self.finish_stage(&job, &delivery, StageOutcome::Failed { error: TaskError::new("wrong_queue", "the job was sent to another model family's queue") }).await?;
+            return Ok(None);
+        }
+        if delivery.receive_count > self.config.max_attempts {
+            tracing::error!(task_id = %job.task_id, index = job.index, receive_count = delivery.receive_count, "job keeps failing; failing its stage");
+            let error = TaskError::new(
+                "job_failed_repeatedly",
+                format!("the job was started {} times without finishing (worker crash, out of memory or a persistent engine error)", delivery.receive_count - 1),
+            );
+            self.finish_stage(&job, &delivery, StageOutcome::Failed { error }).await?;
+            return Ok(None);
+        }
+        match records::start_stage(self.ports.tasks.as_ref(), &job.task_id, job.index, Utc::now()).await? {
+            None => {
+                // The task record may not be visible yet (it is written before
+                // the jobs are sent, but stores can lag); look again later.
+                tracing::warn!(task_id = %job.task_id, "job for an unknown task; will look again");
+                self.ports.queue.extend_visibility(queue, &delivery.receipt, Duration::from_secs(5)).await?;
+                Ok(None)
+            }
+            Some((_, StageStart::AlreadyDone | StageStart::TaskFinal(_))) => {
+                self.ports.queue.delete(queue, &delivery.receipt).await?;
+                Ok(None)
+            }
+            Some((task, StageStart::JustExpired)) => {
+                tracing::info!(task_id = %task.id, "task expired before it started");
+                announce_final(&self.ports, &task.id).await?;
+                self.ports.queue.delete(queue, &delivery.receipt).await?;
+                Ok(None)
+            }
+            Some((_, StageStart::Run)) => Ok(Some(Runnable { job, delivery, canceled: Arc::new(AtomicBool::new(false)) })),
+        }
+    }
+
+    async fn generate_batch(&self, batch: Vec<Runnable>) -> Result<(), BackendError> {
+        let queue = self.queue();
+        let requests: Vec<_> = batch.iter().map(|r| r.job.clip_request()).collect();
+        let (progress_tx, progress_rx) = watch::channel((0usize, 0usize));
+        let all_canceled = Arc::new(AtomicBool::new(false));
+
+        let heartbeat = self.spawn_heartbeat(&batch);
+        let monitor = self.spawn_progress_monitor(&batch, progress_rx, all_canceled.clone());
+
+        let generator = self.generator.clone();
+        let mut observer = BatchObserver { progress: progress_tx, all_canceled, stopping: self.stopping.clone() };
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || generator.generate(&requests, &mut observer))
+            .await
+            .unwrap_or_else(|e| Err(GenerationError::Engine(format!("the generator panicked: {e}"))));
+        let inference_ms = started.elapsed().as_millis() as u64;
+        heartbeat.abort();
+        monitor.abort();
+
+        match result {
+            Ok(clips) => {
+                for (runnable, clip) in batch.iter().zip(clips) {
+                    if runnable.canceled.load(Ordering::SeqCst) {
+                        self.ports.queue.delete(queue, &runnable.delivery.receipt).await?;
+                        continue;
+                    }
+                    let outcome = self.store_clip(&runnable.job, &clip, inference_ms).await?;
+                    self.finish_stage(&runnable.job, &runnable.delivery, outcome).await?;
+                }
+            }
+            Err(GenerationError::Canceled) => {
+                for runnable in &batch {
+                    if runnable.canceled.load(Ordering::SeqCst) {
+                        self.ports.queue.delete(queue, &runnable.delivery.receipt).await?;
+                    } else {
+                        // Stopped for shutdown: hand the job to another worker.
+                        self.ports.queue.release(queue, &runnable.delivery.receipt).await?;
+                    }
+                }
+            }
+            Err(GenerationError::Rejected(message)) => {
+                for runnable in &batch {
+                    let error = TaskError::new("generation_rejected", message.clone());
+                    self.finish_stage(&runnable.job, &runnable.delivery, StageOutcome::Failed { error }).await?;
+                }
+            }
+            Err(GenerationError::Engine(message)) => {
+                tracing::error!(error = %message, "generation failed; the jobs go back to the queue");
+                for runnable in &batch {
+                    if runnable.delivery.receive_count >= self.config.max_attempts {
+                        let error = TaskError::new("engine_error", message.clone());
+                        self.finish_stage(&runnable.job, &runnable.delivery, StageOutcome::Failed { error }).await?;
+                    } else {
+                        self.ports.queue.release(queue, &runnable.delivery.receipt).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the WAV and describes it. The key depends only on the task and
+    /// sample, so a rerun of the same job overwrites its own output.
+    async fn store_clip(&self, job: &Job, clip: &sound_creator_core::audio::Clip, inference_ms: u64) -> Result<StageOutcome, BackendError> {
+        let format = AudioFormat::Wav;
+        let bytes = encode_wav(clip);
+        let sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let key = clip_key(&job.task_id, job.index, format.extension());
+        let output = ClipOutput {
+            blob_key: key.clone(),
+            content_type: format.content_type().to_owned(),
+            duration: clip.duration_seconds(),
+            sample_rate: clip.sample_rate,
+            channels: clip.channels,
+            bytes: bytes.len() as u64,
+            sha256,
+        };
+        self.ports.blobs.put(&key, bytes, format.content_type()).await?;
+        Ok(StageOutcome::Succeeded { clip: output, inference_ms })
+    }
+
+    /// Records a stage's outcome: the temporary result in the cache, the
+    /// event for the completion step, then (only then) the message deleted.
+    async fn finish_stage(&self, job: &Job, delivery: &Delivery, outcome: StageOutcome) -> Result<(), BackendError> {
+        if let Err(e) = self.ports.cache.put_stage(&job.task_id, job.index, &outcome, self.settings.stage_cache_ttl).await {
+            tracing::warn!(task_id = %job.task_id, error = %e, "could not cache the stage result");
+        }
+        let event = CompletionEvent::StageFinished { task_id: job.task_id.clone(), index: job.index, outcome };
+        self.ports.queue.send(QueueName::Completions, &encode(&event), Duration::ZERO).await?;
+        self.ports.queue.delete(self.queue(), &delivery.receipt).await
+    }
+
+    /// Renews the visibility of every message of the batch at a third of the
+    /// timeout, so a long generation is not handed to a second worker.
+    fn spawn_heartbeat(&self, batch: &[Runnable]) -> tokio::task::JoinHandle<()> {
+        let queue = self.ports.queue.clone();
+        let name = self.queue();
+        let timeout = self.config.visibility_timeout;
+        let receipts: Vec<String> = batch.iter().map(|r| r.delivery.receipt.clone()).collect();
+        tokio::spawn(async move {
+            let period = (timeout / 3).max(Duration::from_millis(100));
+            loop {
+                tokio::time::sleep(period).await;
+                for receipt in &receipts {
+                    if let Err(e) = queue.extend_visibility(name, receipt, timeout).await {
+                        tracing::warn!(error = %e, "heartbeat could not extend a job's visibility");
+                    }
+                }
+            }
+        })
+    }
+
+    /// Writes progress and watches for cancellation while the batch runs.
+    fn spawn_progress_monitor(
+        &self,
+        batch: &[Runnable],
+        mut progress: watch::Receiver<(usize, usize)>,
+        all_canceled: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let tasks = self.ports.tasks.clone();
+        let interval = self.config.progress_interval;
+        let jobs: Vec<_> = batch.iter().map(|r| (r.job.task_id.clone(), r.job.index, r.canceled.clone())).collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let (done, total) = *progress.borrow_and_update();
+                let fraction = if total == 0 { 0.0 } else { done as f32 / total as f32 };
+                for (task_id, index, canceled) in &jobs {
+                    match records::set_stage_progress(tasks.as_ref(), task_id, *index, fraction.min(0.99)).await {
+                        Ok(Some(TaskStatus::Running)) => {}
+                        Ok(_) => canceled.store(true, Ordering::SeqCst),
+                        Err(e) => tracing::warn!(%task_id, error = %e, "could not record progress"),
+                    }
+                }
+                if jobs.iter().all(|(_, _, c)| c.load(Ordering::SeqCst)) {
+                    all_canceled.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+    }
+}
+
+struct BatchObserver {
+    progress: watch::Sender<(usize, usize)>,
+    all_canceled: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl StepObserver for BatchObserver {
+    fn on_step(&mut self, done: usize, total: usize) -> StepControl {
+        self.progress.send_replace((done, total));
+        if self.all_canceled.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
+            StepControl::Stop
+        } else {
+            StepControl::Continue
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! S3 as the blob store for generated audio. Clips are written once under
+//! `core::ports::clip_key` (`tasks/<task>/clip-<i>.<ext>`) and downloaded
+//! straight from S3 through short-lived presigned GET URLs; the API never
+//! proxies audio bytes. With an endpoint override (moto, LocalStack)
+//! addressing is path-style, since emulators do not serve virtual hosts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use chrono::Utc;
+use sound_creator_core::ports::{Backend, BackendError, BlobStore, PortResult, PresignedUrl};
+
+use crate::{sdk_unavailable, AwsSettings};
+
+/// SigV4 presigned URLs live at most a week.
+pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub struct S3Blobs {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Blobs {
+    pub fn new(sdk: &SdkConfig, settings: &AwsSettings) -> Self {
+        Self { client: client(sdk, settings), bucket: settings.s3_bucket.clone() }
+    }
+}
+
+pub fn client(sdk: &SdkConfig, settings: &AwsSettings) -> Client {
+    let mut config = aws_sdk_s3::config::Builder::from(sdk);
+    if let Some(endpoint) = settings.s3_endpoint() {
+        config = config.endpoint_url(endpoint).force_path_style(true);
+    }
+    Client::from_conf(config.build())
+}
+
+fn unavailable(err: impl std::error::Error + 'static) -> BackendError {
+    sdk_unavailable(Backend::Blobs, &err)
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> PortResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> PortResult<PresignedUrl> {
+        let expires_in = expires_in.clamp(Duration::from_secs(1), MAX_PRESIGN);
+        let config = PresigningConfig::expires_in(expires_in).map_err(unavailable)?;
+        let now = Utc::now();
+        let request = self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.map_err(unavailable)?;
+        let expires_at = now + chrono::Duration::from_std(expires_in).unwrap_or_else(|_| chrono::Duration::seconds(1));
+        Ok(PresignedUrl { url: request.uri().to_owned(), expires_at })
+    }
+
+    async fn ping(&self) -> PortResult<()> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+}

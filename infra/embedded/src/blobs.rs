@@ -1,0 +1,257 @@
+//! Audio files on the local disk, and the signed links the API serves them
+//! through (the embedded stand-in for S3 presigned URLs).
+//!
+//! A key maps to `<data_dir>/blobs/<key>`; only plain relative keys made of
+//! `[A-Za-z0-9._-]` segments are accepted, so no key can leave that
+//! directory. Files are written to a temporary name and renamed, so a reader
+//! never sees half a clip. A link is
+//! `{public_base_url}/v1/files/{key}?expires=<unix>&signature=<hex>` with the
+//! signature an HMAC-SHA256 of `key + "\n" + expires`; it is checked in
+//! constant time, and the signing key never leaves this module.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sound_creator_core::ports::{Backend, BackendError, BlobStore, Download, PortResult, PresignedUrl, SignedDownloads};
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+
+const MAX_KEY_LEN: usize = 512;
+
+fn unavailable(err: impl std::fmt::Display) -> BackendError {
+    BackendError::unavailable(Backend::Blobs, err)
+}
+
+/// Why a key is refused, or `Ok` for a key that names a file under the
+/// blob directory and nothing else.
+pub fn validate_blob_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err("blob keys must be 1 to 512 characters");
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return Err("blob keys are relative paths without empty segments");
+        }
+        if segment.starts_with('.') {
+            // Also rules out `.` and `..`, and our own temporary files.
+            return Err("blob key segments must not start with a dot");
+        }
+        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+            return Err("blob keys may only hold letters, digits, '.', '_', '-' and '/'");
+        }
+    }
+    Ok(())
+}
+
+/// The content type a download is served with, from the key's extension.
+pub fn content_type_for(key: &str) -> &'static str {
+    let extension = key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("wav") => "audio/wav",
+        Some("mp3") => "audio/mpeg",
+        Some("flac") => "audio/flac",
+        Some("ogg") => "audio/ogg",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
+/// Reads the persisted download key, or creates it (mode 0600) on first use.
+pub(crate) fn load_or_create_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            let mut key = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+            file.write_all(format!("{}\n", hex(&key)).as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("Failed to write the download key {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("Failed to read the download key {}", path.display()))?;
+            match unhex(text.trim()) {
+                Some(key) if !key.is_empty() => Ok(key),
+                // Replacing it would silently break every link handed out.
+                _ => anyhow::bail!("the download key {} is not hex; remove it to make a new one", path.display()),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("Failed to create the download key {}", path.display())),
+    }
+}
+
+pub struct LocalBlobs {
+    root: PathBuf,
+    secret: Vec<u8>,
+    public_base_url: RwLock<String>,
+}
+
+impl LocalBlobs {
+    pub(crate) fn open(root: PathBuf, secret: Vec<u8>, public_base_url: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("Failed to create the blob directory {}", root.display()))?;
+        Ok(Self { root, secret, public_base_url: RwLock::new(trim_base(public_base_url)) })
+    }
+
+    /// The directory files are kept in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn set_public_base_url(&self, url: &str) {
+        let mut base = self.public_base_url.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *base = trim_base(url);
+    }
+
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn path_of(&self, key: &str) -> PortResult<PathBuf> {
+        validate_blob_key(key).map_err(|why| unavailable(format!("refused blob key {key:?}: {why}")))?;
+        Ok(self.root.join(key))
+    }
+
+    fn signature(&self, key: &str, expires: i64) -> String {
+        // HMAC takes keys of any length; this cannot fail.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else { return String::new() };
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    fn signature_matches(&self, key: &str, expires: i64, given: &str) -> bool {
+        let expected = self.signature(key, expires);
+        !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+fn trim_base(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &str, bytes: Vec<u8>, _content_type: &str) -> PortResult<()> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        tokio::fs::create_dir_all(&dir).await.map_err(unavailable)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
+        let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7()));
+        let written = async {
+            let mut file = tokio::fs::File::create(&temp).await?;
+            file.write_all(&bytes).await?;
+            file.sync_all().await?;
+            drop(file);
+            tokio::fs::rename(&temp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(unavailable(format!("failed to store blob {key}: {e}")));
+        }
+        Ok(())
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> PortResult<PresignedUrl> {
+        self.path_of(key)?;
+        let seconds = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
+        let expires = Utc::now().timestamp().saturating_add(seconds);
+        let expires_at = DateTime::from_timestamp(expires, 0)
+            .ok_or_else(|| unavailable(format!("link expiry {expires} is out of range")))?;
+        let url = format!(
+            "{}/v1/files/{key}?expires={expires}&signature={}",
+            self.public_base_url(),
+            self.signature(key, expires)
+        );
+        Ok(PresignedUrl { url, expires_at })
+    }
+
+    async fn ping(&self) -> PortResult<()> {
+        let meta = tokio::fs::metadata(&self.root).await.map_err(unavailable)?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(unavailable(format!("{} is not a directory", self.root.display())))
+        }
+    }
+}
+
+#[async_trait]
+impl SignedDownloads for LocalBlobs {
+    async fn open(&self, key: &str, expires: i64, signature: &str) -> PortResult<Download> {
+        // A key we would never sign is refused before touching the disk.
+        if validate_blob_key(key).is_err() || !self.signature_matches(key, expires, signature) {
+            return Ok(Download::Forbidden);
+        }
+        if expires < Utc::now().timestamp() {
+            return Ok(Download::Expired);
+        }
+        match tokio::fs::read(self.root.join(key)).await {
+            Ok(bytes) => Ok(Download::Found { bytes, content_type: content_type_for(key).to_owned() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Download::Missing),
+            Err(e) => Err(unavailable(format!("failed to read blob {key}: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_leave_the_blob_directory_are_refused() {
+        for key in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "a b", "tasks/x/.hidden", "ü.wav"] {
+            assert!(validate_blob_key(key).is_err(), "{key:?} must be refused");
+        }
+        assert!(validate_blob_key("tasks/0190b7c2-8f9e/clip-0.wav").is_ok());
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "0001abff");
+        assert_eq!(unhex("0001abff").as_deref(), Some(&bytes[..]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+
+    #[test]
+    fn content_types_follow_the_extension() {
+        assert_eq!(content_type_for("tasks/a/clip-0.wav"), "audio/wav");
+        assert_eq!(content_type_for("tasks/a/clip-0.WAV"), "audio/wav");
+        assert_eq!(content_type_for("tasks/a/clip"), "application/octet-stream");
+    }
+}
