@@ -187,15 +187,10 @@ pub fn parse_call_request(
         ));
     }
 
-    let family = match required_str(object, "type")? {
-        raw => ModelFamily::parse(raw).ok_or_else(|| {
-            RequestError::invalid(
-                "invalid_type",
-                "type",
-                format!("type must be \"music\" or \"audio\", not {raw:?}"),
-            )
-        })?,
-    };
+    let raw_family = required_str(object, "type")?;
+    let family = ModelFamily::parse(raw_family).ok_or_else(|| {
+        RequestError::invalid("invalid_type", "type", format!("type must be \"music\" or \"audio\", not {raw_family:?}"))
+    })?;
 
     let prompt = required_str(object, "prompt")?;
     if prompt.trim().is_empty() {

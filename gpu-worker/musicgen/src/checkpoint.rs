@@ -47,10 +47,16 @@ pub enum LoadError {
     NotFound { path: PathBuf },
 
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{path}: invalid JSON for this model: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 
     #[error(
         "{dir}: no weights: expected {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} \
@@ -65,13 +71,26 @@ pub enum LoadError {
     MissingTensor { name: String, searched: String },
 
     #[error("{path}: tensor `{name}` has shape {found:?} but the model expects {expected:?} (config.json and weights disagree?)")]
-    Shape { path: PathBuf, name: String, expected: Vec<i64>, found: Vec<i64> },
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
 
     #[error("{path}: tensor `{name}` has dtype {dtype}, which cannot be loaded")]
-    Dtype { path: PathBuf, name: String, dtype: String },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
 
     #[error("{path}: tensor `{name}`: {message}")]
-    Tensor { path: PathBuf, name: String, message: String },
+    Tensor {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
 
     #[error("{model}: {reason}")]
     Model { model: String, reason: String },
@@ -86,9 +105,14 @@ pub enum LoadError {
 impl LoadError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
-            LoadError::NotFound { path: path.to_path_buf() }
+            LoadError::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
-            LoadError::Io { path: path.to_path_buf(), source }
+            LoadError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 }
@@ -96,7 +120,11 @@ impl LoadError {
 /// libtorch error messages carry a C++ backtrace after the first line; the
 /// first line is the part a person can act on.
 fn first_line(err: &tch::TchError) -> String {
-    err.to_string().lines().next().unwrap_or_default().to_owned()
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// One safetensors file whose header has been read and checked.
@@ -112,15 +140,21 @@ impl WeightFile {
     /// Reads and validates the header the way `SafeTensors::read_metadata`
     /// does, without reading the (gigabytes of) tensor data behind it.
     fn open(path: &Path) -> Result<Self, LoadError> {
-        let corrupt = |reason: String| LoadError::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| LoadError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| LoadError::io(path, e))?.len();
 
         let mut len_bytes = [0u8; 8];
         if file_len < 8 {
-            return Err(corrupt(format!("file is {file_len} bytes, shorter than the 8-byte header length")));
+            return Err(corrupt(format!(
+                "file is {file_len} bytes, shorter than the 8-byte header length"
+            )));
         }
-        file.read_exact(&mut len_bytes).map_err(|e| LoadError::io(path, e))?;
+        file.read_exact(&mut len_bytes)
+            .map_err(|e| LoadError::io(path, e))?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
             return Err(corrupt(format!(
@@ -128,9 +162,10 @@ impl WeightFile {
             )));
         }
         let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(|e| LoadError::io(path, e))?;
-        let header = std::str::from_utf8(&header)
-            .map_err(|_| corrupt("header is not UTF-8".to_owned()))?;
+        file.read_exact(&mut header)
+            .map_err(|e| LoadError::io(path, e))?;
+        let header =
+            std::str::from_utf8(&header).map_err(|_| corrupt("header is not UTF-8".to_owned()))?;
         let metadata: Metadata = serde_json::from_str(header)
             .map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
 
@@ -167,7 +202,11 @@ impl WeightFile {
                 "header describes {expected_len} bytes but the file is {file_len} bytes"
             )));
         }
-        Ok(WeightFile { path: path.to_path_buf(), data_start, metadata })
+        Ok(WeightFile {
+            path: path.to_path_buf(),
+            data_start,
+            metadata,
+        })
     }
 }
 
@@ -194,13 +233,18 @@ impl Checkpoint {
     /// safetensors file must have a sound header.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
         if !dir.is_dir() {
-            return Err(LoadError::NotFound { path: dir.to_path_buf() });
+            return Err(LoadError::NotFound {
+                path: dir.to_path_buf(),
+            });
         }
         let config_path = dir.join(CONFIG_FILE);
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| LoadError::io(&config_path, e))?;
-        let config: serde_json::Value = serde_json::from_str(&config_text)
-            .map_err(|source| LoadError::Json { path: config_path.clone(), source })?;
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|e| LoadError::io(&config_path, e))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&config_text).map_err(|source| LoadError::Json {
+                path: config_path.clone(),
+                source,
+            })?;
 
         let weight_paths = weight_files(dir)?;
         let mut files = Vec::with_capacity(weight_paths.len());
@@ -220,7 +264,12 @@ impl Checkpoint {
             }
             files.push(file);
         }
-        Ok(Checkpoint { dir: dir.to_path_buf(), config, files, by_name })
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            files,
+            by_name,
+        })
     }
 
     /// The directory this checkpoint was opened from.
@@ -231,8 +280,10 @@ impl Checkpoint {
     /// `config.json` (or a part of it, e.g. the `audio_encoder` section through
     /// a wrapper struct) deserialised into `T`.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, LoadError> {
-        T::deserialize(&self.config)
-            .map_err(|source| LoadError::Json { path: self.dir.join(CONFIG_FILE), source })
+        T::deserialize(&self.config).map_err(|source| LoadError::Json {
+            path: self.dir.join(CONFIG_FILE),
+            source,
+        })
     }
 
     /// Whether the weights hold a tensor of this exact name; lets a model pick
@@ -275,11 +326,14 @@ impl Checkpoint {
         for (name, mut var) in variables {
             let (stored_name, file_index) = self.locate(&name)?;
             let weights = &self.files[file_index];
-            let info = weights.metadata.info(&stored_name).ok_or_else(|| LoadError::Tensor {
-                path: weights.path.clone(),
-                name: stored_name.clone(),
-                message: "listed in the header index but has no entry".to_owned(),
-            })?;
+            let info = weights
+                .metadata
+                .info(&stored_name)
+                .ok_or_else(|| LoadError::Tensor {
+                    path: weights.path.clone(),
+                    name: stored_name.clone(),
+                    message: "listed in the header index but has no entry".to_owned(),
+                })?;
             let found: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
             let expected = var.size();
             if found != expected {
@@ -320,8 +374,10 @@ impl Checkpoint {
         }
 
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let mut unused: Vec<&str> =
-                self.tensor_names().filter(|name| !used.contains(*name)).collect();
+            let mut unused: Vec<&str> = self
+                .tensor_names()
+                .filter(|name| !used.contains(*name))
+                .collect();
             unused.sort_unstable();
             if !unused.is_empty() {
                 tracing::debug!(
@@ -351,7 +407,10 @@ impl Checkpoint {
             .map(|f| f.path.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        Err(LoadError::MissingTensor { name: name.to_owned(), searched })
+        Err(LoadError::MissingTensor {
+            name: name.to_owned(),
+            searched,
+        })
     }
 }
 
@@ -402,7 +461,9 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     }
     let index_path = dir.join(WEIGHTS_INDEX_FILE);
     if !index_path.is_file() {
-        return Err(LoadError::NoWeights { dir: dir.to_path_buf() });
+        return Err(LoadError::NoWeights {
+            dir: dir.to_path_buf(),
+        });
     }
     let shards = shard_names(&index_path)?;
     Ok(shards.into_iter().map(|shard| dir.join(shard)).collect())
@@ -411,12 +472,17 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// The distinct shard file names an index refers to, in sorted order.
 pub(crate) fn shard_names(index_path: &Path) -> Result<Vec<String>, LoadError> {
     let text = std::fs::read_to_string(index_path).map_err(|e| LoadError::io(index_path, e))?;
-    let index: ShardIndex = serde_json::from_str(&text)
-        .map_err(|source| LoadError::Json { path: index_path.to_path_buf(), source })?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        path: index_path.to_path_buf(),
+        source,
+    })?;
     let shards: BTreeSet<String> = index.weight_map.into_values().collect();
     // Shard names come from a downloaded file; refuse anything that would
     // escape the model directory.
-    if let Some(bad) = shards.iter().find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
+    if let Some(bad) = shards
+        .iter()
+        .find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.'))
+    {
         return Err(LoadError::Corrupt {
             path: index_path.to_path_buf(),
             reason: format!("shard name `{bad}` is not a plain file name"),

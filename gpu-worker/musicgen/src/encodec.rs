@@ -33,7 +33,11 @@ enum ConvWeight {
     WeightNorm { g: Tensor, v: Tensor },
     /// `norm_type = "time_group_norm"`: a plain weight, followed by a
     /// one-group `GroupNorm` over the conv output.
-    Plain { weight: Tensor, norm_weight: Tensor, norm_bias: Tensor },
+    Plain {
+        weight: Tensor,
+        norm_weight: Tensor,
+        norm_bias: Tensor,
+    },
 }
 
 impl ConvWeight {
@@ -68,7 +72,10 @@ impl ConvWeight {
     fn weight(&self) -> Result<Tensor, TchError> {
         match self {
             ConvWeight::WeightNorm { g, v } => {
-                let norm = v.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), true, None)?.f_sqrt()?;
+                let norm = v
+                    .f_square()?
+                    .f_sum_dim_intlist([1i64, 2].as_slice(), true, None)?
+                    .f_sqrt()?;
                 v.f_mul(&g.f_div(&norm)?)
             }
             ConvWeight::Plain { weight, .. } => Ok(weight.shallow_clone()),
@@ -79,9 +86,11 @@ impl ConvWeight {
     fn post_norm(&self, xs: Tensor) -> Result<Tensor, TchError> {
         match self {
             ConvWeight::WeightNorm { .. } => Ok(xs),
-            ConvWeight::Plain { norm_weight, norm_bias, .. } => {
-                xs.f_group_norm(1, Some(norm_weight), Some(norm_bias), 1e-5, true)
-            }
+            ConvWeight::Plain {
+                norm_weight,
+                norm_bias,
+                ..
+            } => xs.f_group_norm(1, Some(norm_weight), Some(norm_bias), 1e-5, true),
         }
     }
 }
@@ -120,7 +129,9 @@ impl PadMode {
             "reflect" => Ok(PadMode::Reflect),
             "replicate" => Ok(PadMode::Replicate),
             "circular" => Ok(PadMode::Circular),
-            other => Err(TchError::Convert(format!("EnCodec pad_mode `{other}` is not supported"))),
+            other => Err(TchError::Convert(format!(
+                "EnCodec pad_mode `{other}` is not supported"
+            ))),
         }
     }
 
@@ -244,7 +255,13 @@ impl ConvTranspose1d {
             settings.norm,
         )?;
         let bias = (&vs / "conv").f_var("bias", &[out_channels], Init::Const(0.))?;
-        Ok(ConvTranspose1d { weight, bias, kernel_size, stride, settings })
+        Ok(ConvTranspose1d {
+            weight,
+            bias,
+            kernel_size,
+            stride,
+            settings,
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
@@ -282,14 +299,26 @@ struct Lstm {
 impl Lstm {
     fn new(vs: nn::Path, dim: i64, num_layers: i64) -> Result<Self, TchError> {
         let vs = &vs / "lstm";
-        let mut params = Vec::with_capacity(4 * num_layers as usize);
+        let mut params = Vec::new();
         for layer in 0..num_layers {
-            params.push(vs.f_var(&format!("weight_ih_l{layer}"), &[4 * dim, dim], Init::Const(0.))?);
-            params.push(vs.f_var(&format!("weight_hh_l{layer}"), &[4 * dim, dim], Init::Const(0.))?);
+            params.push(vs.f_var(
+                &format!("weight_ih_l{layer}"),
+                &[4 * dim, dim],
+                Init::Const(0.),
+            )?);
+            params.push(vs.f_var(
+                &format!("weight_hh_l{layer}"),
+                &[4 * dim, dim],
+                Init::Const(0.),
+            )?);
             params.push(vs.f_var(&format!("bias_ih_l{layer}"), &[4 * dim], Init::Const(0.))?);
             params.push(vs.f_var(&format!("bias_hh_l{layer}"), &[4 * dim], Init::Const(0.))?);
         }
-        Ok(Lstm { params, num_layers, hidden: dim })
+        Ok(Lstm {
+            params,
+            num_layers,
+            hidden: dim,
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
@@ -297,10 +326,23 @@ impl Lstm {
         // sequence-first layout.
         let seq = xs.f_permute([2i64, 0, 1].as_slice())?;
         let batch = seq.size().get(1).copied().unwrap_or(1);
-        let zeros = || Tensor::f_zeros([self.num_layers, batch, self.hidden], (seq.kind(), seq.device()));
+        let zeros = || {
+            Tensor::f_zeros(
+                [self.num_layers, batch, self.hidden],
+                (seq.kind(), seq.device()),
+            )
+        };
         let state = [zeros()?, zeros()?];
-        let (ys, _, _) =
-            seq.f_lstm(&state, &self.params, true, self.num_layers, 0.0, false, false, false)?;
+        let (ys, _, _) = seq.f_lstm(
+            &state,
+            &self.params,
+            true,
+            self.num_layers,
+            0.0,
+            false,
+            false,
+            false,
+        )?;
         ys.f_add(&seq)?.f_permute([1i64, 2, 0].as_slice())
     }
 }
@@ -322,7 +364,7 @@ impl ResnetBlock {
         dilations: [i64; 2],
         settings: ConvSettings,
     ) -> Result<Self, TchError> {
-        let hidden = dim / cfg.compress.max(1);
+        let hidden = dim / cfg.compress;
         let kernels = [cfg.residual_kernel_size, 1];
         let block = &vs / "block";
         let mut convs = Vec::with_capacity(2);
@@ -406,9 +448,19 @@ impl EncodecDecoder {
                 "EnCodec trim_right_ratio != 1.0 only makes sense with use_causal_conv".to_owned(),
             ));
         }
-        if cfg.num_filters <= 0 || cfg.hidden_size <= 0 || cfg.upsampling_ratios.iter().any(|&r| r <= 0) {
+        if cfg.num_filters <= 0
+            || cfg.hidden_size <= 0
+            || cfg.upsampling_ratios.iter().any(|&r| r <= 0)
+        {
             return Err(TchError::Convert(
-                "EnCodec config needs positive num_filters, hidden_size and upsampling_ratios".to_owned(),
+                "EnCodec config needs positive num_filters, hidden_size and upsampling_ratios"
+                    .to_owned(),
+            ));
+        }
+        if cfg.upsampling_ratios.len() > 16 || cfg.num_lstm_layers < 1 || cfg.compress < 1 {
+            return Err(TchError::Convert(
+                "EnCodec config needs at most 16 upsampling_ratios, num_lstm_layers >= 1 and compress >= 1"
+                    .to_owned(),
             ));
         }
         if cfg.codebook_dim() != cfg.hidden_size {
@@ -431,42 +483,62 @@ impl EncodecDecoder {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        // `decoder.layers` is one module list in which the parameter-free
+        // ELUs take indices too, so a layer's checkpoint path is its position.
         let layers_path = &vs / "decoder" / "layers";
+        let at = |layers: &Vec<Layer>| &layers_path / layers.len();
         let mut layers = Vec::new();
-        let next = |layers: &mut Vec<Layer>, make: &dyn Fn(nn::Path) -> Result<Layer, TchError>| {
-            let path = &layers_path / layers.len();
-            layers.push(make(path)?);
-            Ok::<(), TchError>(())
-        };
 
         let mut scale = 1i64 << cfg.upsampling_ratios.len();
         let width = scale * cfg.num_filters;
-        next(&mut layers, &|p| {
-            Conv1d::new(p, cfg.hidden_size, width, cfg.kernel_size, 1, settings).map(Layer::Conv)
-        })?;
-        next(&mut layers, &|p| Lstm::new(p, width, cfg.num_lstm_layers).map(Layer::Lstm))?;
+        let first = Conv1d::new(
+            at(&layers),
+            cfg.hidden_size,
+            width,
+            cfg.kernel_size,
+            1,
+            settings,
+        )?;
+        layers.push(Layer::Conv(first));
+        layers.push(Layer::Lstm(Lstm::new(
+            at(&layers),
+            width,
+            cfg.num_lstm_layers,
+        )?));
         for &ratio in &cfg.upsampling_ratios {
             let width = scale * cfg.num_filters;
-            next(&mut layers, &|_| Ok(Layer::Elu))?;
-            next(&mut layers, &|p| {
-                ConvTranspose1d::new(p, width, width / 2, 2 * ratio, ratio, settings)
-                    .map(Layer::Upsample)
-            })?;
+            layers.push(Layer::Elu);
+            let upsample =
+                ConvTranspose1d::new(at(&layers), width, width / 2, 2 * ratio, ratio, settings)?;
+            layers.push(Layer::Upsample(upsample));
             for j in 0..cfg.num_residual_layers {
-                let dilation = cfg.dilation_growth_rate.pow(j as u32);
-                next(&mut layers, &|p| {
-                    ResnetBlock::new(p, cfg, width / 2, [dilation, 1], settings).map(Layer::Resnet)
-                })?;
+                let dilation = u32::try_from(j)
+                    .ok()
+                    .and_then(|j| cfg.dilation_growth_rate.checked_pow(j))
+                    .ok_or_else(|| {
+                        TchError::Convert("EnCodec dilation_growth_rate overflows".to_owned())
+                    })?;
+                let block = ResnetBlock::new(at(&layers), cfg, width / 2, [dilation, 1], settings)?;
+                layers.push(Layer::Resnet(block));
             }
             scale /= 2;
         }
-        next(&mut layers, &|_| Ok(Layer::Elu))?;
-        next(&mut layers, &|p| {
-            Conv1d::new(p, cfg.num_filters, cfg.audio_channels, cfg.last_kernel_size, 1, settings)
-                .map(Layer::Conv)
-        })?;
+        layers.push(Layer::Elu);
+        let last = Conv1d::new(
+            at(&layers),
+            cfg.num_filters,
+            cfg.audio_channels,
+            cfg.last_kernel_size,
+            1,
+            settings,
+        )?;
+        layers.push(Layer::Conv(last));
 
-        Ok(EncodecDecoder { codebooks, codebook_size: cfg.codebook_size, layers })
+        Ok(EncodecDecoder {
+            codebooks,
+            codebook_size: cfg.codebook_size,
+            layers,
+        })
     }
 
     /// Number of codebooks the quantizer holds (4 for musicgen-small).
@@ -493,11 +565,19 @@ impl EncodecDecoder {
                 self.codebooks.len()
             )));
         }
-        if !matches!(codes.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
-            return Err(TchError::Kind(format!("EnCodec codes must be integers, got {:?}", codes.kind())));
+        if !matches!(
+            codes.kind(),
+            Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+        ) {
+            return Err(TchError::Kind(format!(
+                "EnCodec codes must be integers, got {:?}",
+                codes.kind()
+            )));
         }
         let Some(first) = self.codebooks.first() else {
-            return Err(TchError::Shape("EnCodec quantizer has no codebooks".to_owned()));
+            return Err(TchError::Shape(
+                "EnCodec quantizer has no codebooks".to_owned(),
+            ));
         };
         let codes = codes.f_to_device(first.device())?.f_to_kind(Kind::Int64)?;
         let low = codes.f_min()?.f_int64_value(&[])?;
@@ -544,8 +624,16 @@ fn pad1d(xs: &Tensor, left: i64, right: i64, mode: PadMode) -> Result<Tensor, Tc
     }
     let length = last_dim(xs)?;
     let max_pad = left.max(right);
-    let extra = if length <= max_pad { max_pad - length + 1 } else { 0 };
-    let base = if extra > 0 { xs.f_pad([0, extra].as_slice(), "constant", Some(0.0))? } else { xs.shallow_clone() };
+    let extra = if length <= max_pad {
+        max_pad - length + 1
+    } else {
+        0
+    };
+    let base = if extra > 0 {
+        xs.f_pad([0, extra].as_slice(), "constant", Some(0.0))?
+    } else {
+        xs.shallow_clone()
+    };
     let padded = base.f_pad([left, right].as_slice(), "reflect", None)?;
     if extra > 0 {
         let total = last_dim(&padded)?;
@@ -556,7 +644,10 @@ fn pad1d(xs: &Tensor, left: i64, right: i64, mode: PadMode) -> Result<Tensor, Tc
 }
 
 fn last_dim(xs: &Tensor) -> Result<i64, TchError> {
-    xs.size().last().copied().ok_or_else(|| TchError::Shape("expected a tensor with a time axis".to_owned()))
+    xs.size()
+        .last()
+        .copied()
+        .ok_or_else(|| TchError::Shape("expected a tensor with a time axis".to_owned()))
 }
 
 /// Ceiling division for a positive divisor and any sign of numerator.
@@ -584,12 +675,13 @@ mod tests {
 
     #[test]
     fn reflect_padding_wider_than_the_input_matches_the_reference_workaround() {
-        // Reference: pad [1, 2] right by 1 with zeros -> [1, 2, 0], reflect
-        // by (3, 3) -> [0, 2, 1, 2, 0, 2, 1], then drop the last 1.
+        // Reference (checked against torch): zero-extend [1, 2] by
+        // 3 - 2 + 1 = 2 -> [1, 2, 0, 0], reflect by (3, 3) ->
+        // [0, 0, 2, 1, 2, 0, 0, 0, 2, 1], then drop the last 2.
         let xs = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 1, 2]);
         let ys = pad1d(&xs, 3, 3, PadMode::Reflect).unwrap();
         let got: Vec<f32> = Vec::try_from(ys.flatten(0, -1)).unwrap();
-        assert_eq!(got, vec![0.0, 2.0, 1.0, 2.0, 0.0, 2.0, 1.0]);
+        assert_eq!(got, vec![0.0, 0.0, 2.0, 1.0, 2.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]

@@ -73,8 +73,9 @@ impl HubSettings {
         HubSettings {
             endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
             token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
-            offline: env("HF_HUB_OFFLINE")
-                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+            offline: env("HF_HUB_OFFLINE").is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            }),
         }
     }
 }
@@ -99,20 +100,26 @@ struct HubId {
 
 impl HubId {
     fn parse(model: &str) -> Result<Self, LoadError> {
-        let invalid = || LoadError::Model {
+        let invalid = || {
+            LoadError::Model {
             model: model.to_owned(),
             reason: "not an existing directory, nor a hub id of the form <org>/<name>; \
                      set MUSIC_GEN_MODEL to a local model directory or a hub id such as facebook/musicgen-small"
                 .to_owned(),
+        }
         };
         let (org, name) = model.split_once('/').ok_or_else(invalid)?;
         let valid_part = |s: &str| {
             !s.is_empty()
                 && !s.starts_with('.')
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         if valid_part(org) && valid_part(name) {
-            Ok(HubId { org: org.to_owned(), name: name.to_owned() })
+            Ok(HubId {
+                org: org.to_owned(),
+                name: name.to_owned(),
+            })
         } else {
             Err(invalid())
         }
@@ -134,7 +141,10 @@ impl std::fmt::Display for HubId {
 fn find_cached(id: &HubId, cache_dir: &Path) -> Option<PathBuf> {
     let repo_dir_name = format!("models--{}--{}", id.org, id.name);
     // `cache_dir` may be HF_HOME (with a `hub/` inside) or the hub cache itself.
-    for hf_repo in [cache_dir.join(&repo_dir_name), cache_dir.join("hub").join(&repo_dir_name)] {
+    for hf_repo in [
+        cache_dir.join(&repo_dir_name),
+        cache_dir.join("hub").join(&repo_dir_name),
+    ] {
         let snapshots = hf_repo.join("snapshots");
         if let Ok(rev) = std::fs::read_to_string(hf_repo.join("refs").join("main")) {
             let dir = snapshots.join(rev.trim());
@@ -191,7 +201,10 @@ impl Hub {
             // a whole 2.4 GB download may still take long, so no global limit.
             .timeout_recv_body(Some(Duration::from_secs(120)))
             .http_status_as_error(false)
-            .user_agent(concat!("sound-creator-musicgen/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "sound-creator-musicgen/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .into();
         Hub {
@@ -261,23 +274,25 @@ impl Hub {
             return Ok(Fetched::Done);
         }
         let url = self.url(id, file);
-        let failed = |reason: String| LoadError::Download { url: url.clone(), reason };
+        let failed = |reason: String| LoadError::Download {
+            url: url.clone(),
+            reason,
+        };
 
         let mut request = self.agent.get(&url);
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
         let response = request.call().map_err(|e| failed(e.to_string()))?;
-        match response.status().as_u16() {
+        let status = response.status();
+        match status.as_u16() {
             200 => {}
             404 => return Ok(Fetched::Absent),
             401 | 403 => {
-                return Err(failed(format!(
-                    "HTTP {} (gated or private model: accept its licence on the hub and set HF_TOKEN)",
-                    response.status()
-                )))
+                let hint = "gated or private model: accept its licence on the hub and set HF_TOKEN";
+                return Err(failed(format!("HTTP {status} ({hint})")));
             }
-            _ => return Err(failed(format!("HTTP {}", response.status()))),
+            _ => return Err(failed(format!("HTTP {status}"))),
         }
         let total = response
             .headers()
@@ -289,12 +304,14 @@ impl Hub {
         let result = write_body(response.into_body().into_reader(), &partial, file, total)
             .map_err(|e| failed(format!("writing {}: {e}", partial.display())))
             .and_then(|written| match total {
-                Some(total) if total != written => {
-                    Err(failed(format!("connection closed after {written} of {total} bytes")))
-                }
+                Some(total) if total != written => Err(failed(format!(
+                    "connection closed after {written} of {total} bytes"
+                ))),
                 _ => Ok(()),
             })
-            .and_then(|()| std::fs::rename(&partial, &target).map_err(|e| LoadError::io(&target, e)));
+            .and_then(|()| {
+                std::fs::rename(&partial, &target).map_err(|e| LoadError::io(&target, e))
+            });
         if result.is_err() {
             // Best effort: a leftover part file is harmless, only wasted disk.
             let _ = std::fs::remove_file(&partial);
@@ -358,7 +375,10 @@ mod tests {
     fn hub_ids_are_org_slash_name() {
         assert_eq!(
             HubId::parse("facebook/musicgen-small").ok(),
-            Some(HubId { org: "facebook".into(), name: "musicgen-small".into() })
+            Some(HubId {
+                org: "facebook".into(),
+                name: "musicgen-small".into()
+            })
         );
         for bad in ["musicgen-small", "a/b/c", "../x", "a/..", "/abs", "a/"] {
             assert!(HubId::parse(bad).is_err(), "{bad} should be rejected");

@@ -19,9 +19,18 @@ fn model_vars() -> nn::VarStore {
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     // The returned handles are not needed: the store keeps the variables.
-    let _ = root.sub("proj").f_var("weight", &[2, 3], Init::Const(0.)).unwrap();
-    let _ = root.sub("proj").f_var("bias", &[2], Init::Const(0.)).unwrap();
-    let _ = root.sub("conv").f_var("weight_g", &[4, 1, 1], Init::Const(0.)).unwrap();
+    let _ = root
+        .sub("proj")
+        .f_var("weight", &[2, 3], Init::Const(0.))
+        .expect("create proj.weight");
+    let _ = root
+        .sub("proj")
+        .f_var("bias", &[2], Init::Const(0.))
+        .expect("create proj.bias");
+    let _ = root
+        .sub("conv")
+        .f_var("weight_g", &[4, 1, 1], Init::Const(0.))
+        .expect("create conv.weight_g");
     vs
 }
 
@@ -34,15 +43,23 @@ fn stored_tensors() -> Vec<(&'static str, Tensor)> {
     vec![
         ("proj.weight", proj_weight()),
         ("proj.bias", Tensor::from_slice(&[1.5f32, -2.0])),
-        ("conv.weight_g", Tensor::ones([4, 1, 1], (Kind::Float, Device::Cpu))),
+        (
+            "conv.weight_g",
+            Tensor::ones([4, 1, 1], (Kind::Float, Device::Cpu)),
+        ),
     ]
 }
 
 fn write_dir(tensors: &[(&str, Tensor)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "test", "width": 3}"#).unwrap();
-    std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
-    Tensor::write_safetensors(tensors, dir.path().join("model.safetensors")).unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "test", "width": 3}"#,
+    )
+    .expect("write config.json");
+    std::fs::write(dir.path().join("tokenizer.json"), "{}").expect("write tokenizer.json");
+    Tensor::write_safetensors(tensors, dir.path().join("model.safetensors"))
+        .expect("write model.safetensors");
     dir
 }
 
@@ -53,11 +70,14 @@ fn load(dir: &Path) -> Result<nn::VarStore, LoadError> {
 }
 
 fn var(vs: &nn::VarStore, name: &str) -> Tensor {
-    vs.variables().remove(name).unwrap()
+    vs.variables().remove(name).expect("variable exists")
 }
 
 fn assert_one_line(message: &str) {
-    assert!(!message.contains('\n'), "error spans several lines: {message}");
+    assert!(
+        !message.contains('\n'),
+        "error spans several lines: {message}"
+    );
 }
 
 #[test]
@@ -77,7 +97,10 @@ fn config_and_tokenizer_are_exposed() {
         width: i64,
     }
     assert_eq!(checkpoint.config::<Width>().unwrap().width, 3);
-    assert_eq!(checkpoint.tokenizer_file().unwrap(), dir.path().join("tokenizer.json"));
+    assert_eq!(
+        checkpoint.tokenizer_file().unwrap(),
+        dir.path().join("tokenizer.json")
+    );
     assert_eq!(checkpoint.dir(), dir.path());
     assert!(checkpoint.contains("proj.bias"));
 }
@@ -92,7 +115,10 @@ fn a_config_of_the_wrong_shape_names_config_json() {
         depth: i64,
     }
     let message = checkpoint.config::<NeedsDepth>().unwrap_err().to_string();
-    assert!(message.contains("config.json") && message.contains("depth"), "{message}");
+    assert!(
+        message.contains("config.json") && message.contains("depth"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -112,7 +138,10 @@ fn half_and_bfloat16_weights_are_converted_to_the_variable_kind() {
 #[test]
 fn extra_tensors_in_the_file_are_ignored() {
     let mut tensors = stored_tensors();
-    tensors.push(("encoder.layers.0.conv.bias", Tensor::zeros([7], (Kind::Float, Device::Cpu))));
+    tensors.push((
+        "encoder.layers.0.conv.bias",
+        Tensor::zeros([7], (Kind::Float, Device::Cpu)),
+    ));
     let dir = write_dir(&tensors);
     load(dir.path()).unwrap();
 }
@@ -172,7 +201,10 @@ fn a_wrong_shape_names_file_tensor_and_both_shapes() {
     let message = load(dir.path()).unwrap_err().to_string();
     assert!(message.contains("model.safetensors"), "{message}");
     assert!(message.contains("proj.weight"), "{message}");
-    assert!(message.contains("[3, 2]") && message.contains("[2, 3]"), "{message}");
+    assert!(
+        message.contains("[3, 2]") && message.contains("[2, 3]"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -183,9 +215,15 @@ fn a_missing_tensor_names_the_tensor_and_the_files_searched() {
     let dir = write_dir(&tensors);
 
     let error = load(dir.path()).unwrap_err();
-    assert!(matches!(error, LoadError::MissingTensor { .. }), "{error:?}");
+    assert!(
+        matches!(error, LoadError::MissingTensor { .. }),
+        "{error:?}"
+    );
     let message = error.to_string();
-    assert!(message.contains("proj.bias") && message.contains("model.safetensors"), "{message}");
+    assert!(
+        message.contains("proj.bias") && message.contains("model.safetensors"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -195,7 +233,10 @@ fn a_missing_config_is_a_clear_error() {
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
 
     let message = Checkpoint::open(dir.path()).unwrap_err().to_string();
-    assert!(message.contains("config.json") && message.contains("not found"), "{message}");
+    assert!(
+        message.contains("config.json") && message.contains("not found"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -215,7 +256,10 @@ fn a_directory_without_weights_says_which_files_it_expected() {
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
 
     let message = Checkpoint::open(dir.path()).unwrap_err().to_string();
-    assert!(message.contains("model.safetensors.index.json"), "{message}");
+    assert!(
+        message.contains("model.safetensors.index.json"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -231,9 +275,12 @@ fn a_missing_tokenizer_names_tokenizer_json() {
 fn write_sharded(dir: &Path) -> PathBuf {
     let tensors = stored_tensors();
     let (first, second) = tensors.split_at(1);
-    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
-    Tensor::write_safetensors(first, dir.join(names[0])).unwrap();
-    Tensor::write_safetensors(second, dir.join(names[1])).unwrap();
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
+    Tensor::write_safetensors(first, dir.join(names[0])).expect("write shard 1");
+    Tensor::write_safetensors(second, dir.join(names[1])).expect("write shard 2");
     let index = serde_json::json!({
         "metadata": { "total_size": 0 },
         "weight_map": {
@@ -242,7 +289,8 @@ fn write_sharded(dir: &Path) -> PathBuf {
             "conv.weight_g": names[1],
         }
     });
-    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())
+        .expect("write shard index");
     dir.join(names[1])
 }
 
@@ -265,7 +313,10 @@ fn a_missing_shard_is_an_error_naming_the_shard() {
     std::fs::remove_file(&second).unwrap();
 
     let message = Checkpoint::open(dir.path()).unwrap_err().to_string();
-    assert!(message.contains("model-00002-of-00002.safetensors"), "{message}");
+    assert!(
+        message.contains("model-00002-of-00002.safetensors"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -280,8 +331,13 @@ fn an_existing_local_directory_is_used_as_is() {
 #[test]
 fn a_model_that_is_neither_a_directory_nor_a_hub_id_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
-    let message = resolve_model_dir("no-such-directory", cache.path()).unwrap_err().to_string();
-    assert!(message.contains("no-such-directory") && message.contains("MUSIC_GEN_MODEL"), "{message}");
+    let message = resolve_model_dir("no-such-directory", cache.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("no-such-directory") && message.contains("MUSIC_GEN_MODEL"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -294,11 +350,21 @@ fn a_hub_id_without_cache_or_network_fails_quickly_and_points_at_a_local_directo
 
     let error = resolve_model_dir("facebook/musicgen-small", cache.path()).unwrap_err();
 
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(matches!(error, LoadError::Download { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("MUSIC_GEN_MODEL") && message.contains("local directory"), "{message}");
-    assert!(message.contains("127.0.0.1:9/facebook/musicgen-small/resolve/main/config.json"), "{message}");
+    assert!(
+        message.contains("MUSIC_GEN_MODEL") && message.contains("local directory"),
+        "{message}"
+    );
+    assert!(
+        message.contains("127.0.0.1:9/facebook/musicgen-small/resolve/main/config.json"),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -306,40 +372,55 @@ fn a_hub_id_without_cache_or_network_fails_quickly_and_points_at_a_local_directo
 /// `/org/model/resolve/main/<file>`, 404 for anything else, and records
 /// every requested path and Authorization header.
 fn serve_hub(files: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
     let requests = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&requests);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
             let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
+            reader
+                .read_line(&mut request_line)
+                .expect("read request line");
             let mut authorization = String::new();
             loop {
                 let mut header = String::new();
-                if reader.read_line(&mut header).unwrap() <= 2 {
+                if reader.read_line(&mut header).expect("read header") <= 2 {
                     break;
                 }
                 if header.to_ascii_lowercase().starts_with("authorization:") {
                     authorization = header.trim().to_ascii_lowercase();
                 }
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-            log.lock().unwrap().push(format!("{path} {authorization}").trim().to_owned());
-            match path.strip_prefix("/org/model/resolve/main/").and_then(|f| files.get(f)) {
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            log.lock()
+                .expect("request log lock")
+                .push(format!("{path} {authorization}").trim().to_owned());
+            match path
+                .strip_prefix("/org/model/resolve/main/")
+                .and_then(|f| files.get(f))
+            {
                 Some(body) => {
                     let head = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
-                    stream.write_all(head.as_bytes()).unwrap();
-                    stream.write_all(body).unwrap();
+                    stream
+                        .write_all(head.as_bytes())
+                        .expect("write response head");
+                    stream.write_all(body).expect("write response body");
                 }
                 None => stream
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .unwrap(),
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .expect("write 404"),
             }
         }
     });
@@ -355,11 +436,18 @@ fn a_sharded_hub_model_is_downloaded_once_then_served_from_the_cache() {
         .unwrap()
         .map(|entry| {
             let path = entry.unwrap().path();
-            (path.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read(&path).unwrap())
+            (
+                path.file_name().unwrap().to_str().unwrap().to_owned(),
+                std::fs::read(&path).unwrap(),
+            )
         })
         .collect();
     let (endpoint, requests) = serve_hub(files);
-    let settings = HubSettings { endpoint, token: Some("secret".to_owned()), offline: false };
+    let settings = HubSettings {
+        endpoint,
+        token: Some("secret".to_owned()),
+        offline: false,
+    };
     let cache = tempfile::tempdir().unwrap();
 
     let dir = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap();
@@ -368,8 +456,16 @@ fn a_sharded_hub_model_is_downloaded_once_then_served_from_the_cache() {
     let vs = load(&dir).unwrap();
     assert!(var(&vs, "proj.bias").equal(&Tensor::from_slice(&[1.5f32, -2.0])));
     let log = requests.lock().unwrap().clone();
-    assert!(log.iter().all(|r| r.ends_with("authorization: bearer secret")), "{log:?}");
-    assert!(log.iter().any(|r| r.contains("model-00002-of-00002.safetensors")), "{log:?}");
+    assert!(
+        log.iter()
+            .all(|r| r.ends_with("authorization: bearer secret")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.contains("model-00002-of-00002.safetensors")),
+        "{log:?}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -379,18 +475,31 @@ fn a_sharded_hub_model_is_downloaded_once_then_served_from_the_cache() {
 
     let again = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap();
     assert_eq!(again, dir);
-    assert_eq!(requests.lock().unwrap().len(), log.len(), "second resolve must not download");
+    assert_eq!(
+        requests.lock().unwrap().len(),
+        log.len(),
+        "second resolve must not download"
+    );
 }
 
 #[test]
 fn a_model_missing_on_the_hub_is_an_error_naming_the_url() {
     let (endpoint, _requests) = serve_hub(HashMap::new());
-    let settings = HubSettings { endpoint: endpoint.clone(), token: None, offline: false };
+    let settings = HubSettings {
+        endpoint: endpoint.clone(),
+        token: None,
+        offline: false,
+    };
     let cache = tempfile::tempdir().unwrap();
 
-    let message = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap_err().to_string();
+    let message = resolve_model_dir_with("org/model", cache.path(), &settings)
+        .unwrap_err()
+        .to_string();
 
-    assert!(message.contains(&format!("{endpoint}/org/model/resolve/main/config.json")), "{message}");
+    assert!(
+        message.contains(&format!("{endpoint}/org/model/resolve/main/config.json")),
+        "{message}"
+    );
     assert_one_line(&message);
 }
 
@@ -402,12 +511,21 @@ fn offline_mode_never_contacts_the_hub() {
         offline: true,
     };
     let cache = tempfile::tempdir().unwrap();
-    let message = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap_err().to_string();
-    assert!(message.contains("HF_HUB_OFFLINE") && message.contains("MUSIC_GEN_MODEL"), "{message}");
+    let message = resolve_model_dir_with("org/model", cache.path(), &settings)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("HF_HUB_OFFLINE") && message.contains("MUSIC_GEN_MODEL"),
+        "{message}"
+    );
 }
 
 #[test]
 fn the_hub_token_is_not_shown_in_debug_output() {
-    let settings = HubSettings { endpoint: "x".to_owned(), token: Some("secret".to_owned()), offline: false };
+    let settings = HubSettings {
+        endpoint: "x".to_owned(),
+        token: Some("secret".to_owned()),
+        offline: false,
+    };
     assert!(!format!("{settings:?}").contains("secret"));
 }

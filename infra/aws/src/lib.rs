@@ -90,12 +90,55 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     loader.load().await
 }
 
-/// One line naming the whole cause chain of an SDK error (its `Display`
-/// alone is often just "service error").
+/// One line naming the whole cause chain of an SDK error: its `Display`
+/// alone is often just "service error" or "dispatch failure", and
+/// `DisplayErrorContext` appends a multi-kilobyte `Debug` dump.
 pub(crate) fn sdk_unavailable(backend: Backend, err: &(dyn std::error::Error + 'static)) -> BackendError {
-    BackendError::unavailable(backend, one_line(&aws_sdk_sqs::error::DisplayErrorContext(err).to_string()))
+    BackendError::unavailable(backend, error_chain(err))
+}
+
+/// `outer: cause: root cause`, skipping a cause its parent already quotes.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    one_line(&parts.join(": "))
 }
 
 pub(crate) fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_reads_as_one_line_without_repeats() {
+        let err = Layer("dispatch failure", Some(Box::new(Layer("io error: refused", Some(Box::new(Layer("refused\nby peer", None)))))));
+        assert_eq!(error_chain(&err), "dispatch failure: io error: refused: refused by peer");
+        let repeated = Layer("timeout: no answer", Some(Box::new(Layer("no answer", None))));
+        assert_eq!(error_chain(&repeated), "timeout: no answer");
+    }
 }

@@ -13,7 +13,6 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveStatus,
 };
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use sound_creator_core::ports::QueueName;
 
@@ -182,7 +181,7 @@ async fn provision_table(dynamodb: &aws_sdk_dynamodb::Client, settings: &AwsSett
 }
 
 fn sdk_error(err: impl std::error::Error + 'static) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(&err))
+    anyhow::anyhow!(crate::error_chain(&err))
 }
 
 async fn wait_until_active(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<()> {

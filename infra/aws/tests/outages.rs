@@ -2,8 +2,8 @@
 //! the adapter answers `BackendError::Unavailable` within seconds, never
 //! hangs or panics, and works again once the server is back, without being
 //! rebuilt. These tests stop shared servers, so they live in their own test
-//! binary (cargo runs test binaries one after another) and each touches a
-//! different backend.
+//! binary (cargo runs test binaries one after another) and run one at a
+//! time within it: `AwsBackends::connect` needs Postgres up.
 
 mod common;
 
@@ -18,12 +18,16 @@ use sound_creator_core::task::{ModelFamily, Tenant};
 const FAIL_FAST: Duration = Duration::from_secs(6);
 const RECOVER_WITHIN: Duration = Duration::from_secs(15);
 
+/// One outage at a time: the tests of this binary share the servers.
+static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn fails_fast<T: std::fmt::Debug>(what: &str, call: impl Future<Output = PortResult<T>>) {
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(30), call).await.unwrap_or_else(|_| panic!("{what} hung"));
     let elapsed = started.elapsed();
     match result {
         Err(BackendError::Unavailable { message, .. }) => {
+            eprintln!("{what}: unavailable after {elapsed:?}: {message}");
             assert!(elapsed < FAIL_FAST, "{what} took {elapsed:?} to fail");
             assert!(!message.contains('\n'), "one-line message: {message}");
         }
@@ -58,6 +62,7 @@ async fn backends() -> (sound_creator_aws::AwsSettings, AwsBackends) {
 
 #[tokio::test]
 async fn redis_down_is_unavailable_at_once_and_the_cache_recovers_by_itself() {
+    let _outage = ONE_OUTAGE_AT_A_TIME.lock().await;
     let (_, b) = backends().await;
     let task = common::task(&Tenant::new("marketplace"), 1);
     b.cache.put_final(&task, Duration::from_secs(60)).await.expect("put while up");
@@ -75,6 +80,7 @@ async fn redis_down_is_unavailable_at_once_and_the_cache_recovers_by_itself() {
 
 #[tokio::test]
 async fn postgres_down_is_unavailable_at_once_and_stats_recover_by_themselves() {
+    let _outage = ONE_OUTAGE_AT_A_TIME.lock().await;
     let (_, b) = backends().await;
     let tenant = Tenant::new(common::unique("tenant-"));
     let mut task = common::task(&tenant, 1);
@@ -95,6 +101,7 @@ async fn postgres_down_is_unavailable_at_once_and_stats_recover_by_themselves() 
 
 #[tokio::test]
 async fn the_aws_emulator_down_is_unavailable_at_once_and_the_clients_recover_by_themselves() {
+    let _outage = ONE_OUTAGE_AT_A_TIME.lock().await;
     let (settings, b) = backends().await;
     let music = QueueName::Jobs(ModelFamily::Music);
     let task = common::task(&Tenant::new("marketplace"), 1);

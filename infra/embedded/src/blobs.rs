@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sound_creator_core::ports::{Backend, BackendError, BlobStore, Download, PortResult, PresignedUrl, SignedDownloads};
+use sound_creator_core::ports::{
+    Backend, BackendError, BlobStore, Download, PortResult, PresignedUrl, SignedDownloads,
+};
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
@@ -43,7 +45,10 @@ pub fn validate_blob_key(key: &str) -> Result<(), &'static str> {
             // Also rules out `.` and `..`, and our own temporary files.
             return Err("blob key segments must not start with a dot");
         }
-        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
             return Err("blob keys may only hold letters, digits, '.', '_', '-' and '/'");
         }
     }
@@ -52,7 +57,9 @@ pub fn validate_blob_key(key: &str) -> Result<(), &'static str> {
 
 /// The content type a download is served with, from the key's extension.
 pub fn content_type_for(key: &str) -> &'static str {
-    let extension = key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
+    let extension = key
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase());
     match extension.as_deref() {
         Some("wav") => "audio/wav",
         Some("mp3") => "audio/mpeg",
@@ -74,12 +81,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    let pairs = text.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+    let digit = |b: u8| char::from(b).to_digit(16);
+    pairs
+        .map(|pair| u8::try_from(digit(pair[0])? << 4 | digit(pair[1])?).ok())
         .collect()
 }
 
@@ -104,10 +112,15 @@ pub(crate) fn load_or_create_key(path: &Path) -> anyhow::Result<Vec<u8>> {
             match unhex(text.trim()) {
                 Some(key) if !key.is_empty() => Ok(key),
                 // Replacing it would silently break every link handed out.
-                _ => anyhow::bail!("the download key {} is not hex; remove it to make a new one", path.display()),
+                _ => anyhow::bail!(
+                    "the download key {} is not hex; remove it to make a new one",
+                    path.display()
+                ),
             }
         }
-        Err(e) => Err(e).with_context(|| format!("Failed to create the download key {}", path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("Failed to create the download key {}", path.display()))
+        }
     }
 }
 
@@ -118,10 +131,18 @@ pub struct LocalBlobs {
 }
 
 impl LocalBlobs {
-    pub(crate) fn open(root: PathBuf, secret: Vec<u8>, public_base_url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        root: PathBuf,
+        secret: Vec<u8>,
+        public_base_url: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("Failed to create the blob directory {}", root.display()))?;
-        Ok(Self { root, secret, public_base_url: RwLock::new(trim_base(public_base_url)) })
+        Ok(Self {
+            root,
+            secret,
+            public_base_url: RwLock::new(trim_base(public_base_url)),
+        })
     }
 
     /// The directory files are kept in.
@@ -130,22 +151,31 @@ impl LocalBlobs {
     }
 
     pub fn set_public_base_url(&self, url: &str) {
-        let mut base = self.public_base_url.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut base = self
+            .public_base_url
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *base = trim_base(url);
     }
 
     pub fn public_base_url(&self) -> String {
-        self.public_base_url.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.public_base_url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn path_of(&self, key: &str) -> PortResult<PathBuf> {
-        validate_blob_key(key).map_err(|why| unavailable(format!("refused blob key {key:?}: {why}")))?;
+        validate_blob_key(key)
+            .map_err(|why| unavailable(format!("refused blob key {key:?}: {why}")))?;
         Ok(self.root.join(key))
     }
 
     fn signature(&self, key: &str, expires: i64) -> String {
         // HMAC takes keys of any length; this cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else { return String::new() };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+            return String::new();
+        };
         mac.update(key.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
@@ -204,7 +234,10 @@ impl BlobStore for LocalBlobs {
         if meta.is_dir() {
             Ok(())
         } else {
-            Err(unavailable(format!("{} is not a directory", self.root.display())))
+            Err(unavailable(format!(
+                "{} is not a directory",
+                self.root.display()
+            )))
         }
     }
 }
@@ -220,7 +253,10 @@ impl SignedDownloads for LocalBlobs {
             return Ok(Download::Expired);
         }
         match tokio::fs::read(self.root.join(key)).await {
-            Ok(bytes) => Ok(Download::Found { bytes, content_type: content_type_for(key).to_owned() }),
+            Ok(bytes) => Ok(Download::Found {
+                bytes,
+                content_type: content_type_for(key).to_owned(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Download::Missing),
             Err(e) => Err(unavailable(format!("failed to read blob {key}: {e}"))),
         }
@@ -233,7 +269,18 @@ mod tests {
 
     #[test]
     fn keys_that_could_leave_the_blob_directory_are_refused() {
-        for key in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "a b", "tasks/x/.hidden", "ü.wav"] {
+        for key in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a b",
+            "tasks/x/.hidden",
+            "ü.wav",
+        ] {
             assert!(validate_blob_key(key).is_err(), "{key:?} must be refused");
         }
         assert!(validate_blob_key("tasks/0190b7c2-8f9e/clip-0.wav").is_ok());
@@ -245,6 +292,7 @@ mod tests {
         assert_eq!(hex(&bytes), "0001abff");
         assert_eq!(unhex("0001abff").as_deref(), Some(&bytes[..]));
         assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("+f"), None);
         assert_eq!(unhex("abc"), None);
     }
 

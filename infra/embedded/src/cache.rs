@@ -36,7 +36,11 @@ pub struct SqliteResultCache {
 
 impl SqliteResultCache {
     pub(crate) fn new(pool: SqlitePool, purge_interval: Duration) -> Self {
-        Self { pool, purge_interval: millis(purge_interval), last_purge: AtomicI64::new(0) }
+        Self {
+            pool,
+            purge_interval: millis(purge_interval),
+            last_purge: AtomicI64::new(0),
+        }
     }
 
     /// Deletes every expired row; returns how many.
@@ -66,7 +70,10 @@ impl SqliteResultCache {
         .map_err(unavailable)?;
         let last = self.last_purge.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= self.purge_interval
-            && self.last_purge.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             // A failed purge costs only space; the write itself succeeded.
             if let Err(e) = self.purge_expired().await {
@@ -86,18 +93,31 @@ impl SqliteResultCache {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, value: Option<String>) -> PortResult<Option<T>> {
+fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: Option<String>,
+) -> PortResult<Option<T>> {
     value
         .map(|v| {
-            serde_json::from_str(&v)
-                .map_err(|e| BackendError::corrupt(Backend::Cache, format!("cache entry {key} cannot be decoded: {e}")))
+            serde_json::from_str(&v).map_err(|e| {
+                BackendError::corrupt(
+                    Backend::Cache,
+                    format!("cache entry {key} cannot be decoded: {e}"),
+                )
+            })
         })
         .transpose()
 }
 
 #[async_trait]
 impl ResultCache for SqliteResultCache {
-    async fn put_stage(&self, id: &TaskId, index: usize, stage: &StageOutcome, ttl: Duration) -> PortResult<()> {
+    async fn put_stage(
+        &self,
+        id: &TaskId,
+        index: usize,
+        stage: &StageOutcome,
+        ttl: Duration,
+    ) -> PortResult<()> {
         let value = serde_json::to_string(stage).map_err(unavailable)?;
         self.put(stage_key(id, index), value, ttl).await
     }
@@ -120,7 +140,10 @@ impl ResultCache for SqliteResultCache {
     }
 
     async fn ping(&self) -> PortResult<()> {
-        sqlx::query("SELECT 1 FROM result_cache LIMIT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1 FROM result_cache LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -93,7 +93,10 @@ impl std::fmt::Debug for EmbeddedOptions {
             .field("visibility_timeout", &self.visibility_timeout)
             .field("max_receives", &self.max_receives)
             .field("poll_interval", &self.poll_interval)
-            .field("download_secret", &self.download_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "download_secret",
+                &self.download_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("public_base_url", &self.public_base_url)
             .field("max_connections", &self.max_connections)
             .field("busy_timeout", &self.busy_timeout)
@@ -118,8 +121,9 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the data directory, runs the migrations
     /// and loads or creates the download signing key.
     pub async fn open(data_dir: &Path, options: EmbeddedOptions) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("Failed to create the data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir).with_context(|| {
+            format!("Failed to create the data directory {}", data_dir.display())
+        })?;
         let connect = SqliteConnectOptions::new()
             .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -155,7 +159,10 @@ impl EmbeddedStore {
                 options.max_receives,
                 options.poll_interval,
             )),
-            cache: Arc::new(SqliteResultCache::new(pool.clone(), options.cache_purge_interval)),
+            cache: Arc::new(SqliteResultCache::new(
+                pool.clone(),
+                options.cache_purge_interval,
+            )),
             stats: Arc::new(SqliteStats::new(pool.clone())),
             blobs: Arc::new(blobs),
             pool,

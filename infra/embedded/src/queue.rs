@@ -48,7 +48,9 @@ fn slot(queue: QueueName) -> usize {
 }
 
 fn time_of(millis: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(millis).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn count(value: i64) -> u32 {
@@ -56,7 +58,12 @@ fn count(value: i64) -> u32 {
 }
 
 impl SqliteQueue {
-    pub(crate) fn new(pool: SqlitePool, visibility_timeout: Duration, max_receives: u32, poll_interval: Duration) -> Self {
+    pub(crate) fn new(
+        pool: SqlitePool,
+        visibility_timeout: Duration,
+        max_receives: u32,
+        poll_interval: Duration,
+    ) -> Self {
         Self {
             pool,
             visibility_timeout,
@@ -82,13 +89,15 @@ impl SqliteQueue {
         .map_err(unavailable)?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, body, receive_count, sent_at, dead_at)| DeadLetter {
-                message_id,
-                body,
-                receive_count: count(receive_count),
-                sent_at: time_of(sent_at),
-                dead_at: time_of(dead_at),
-            })
+            .map(
+                |(message_id, body, receive_count, sent_at, dead_at)| DeadLetter {
+                    message_id,
+                    body,
+                    receive_count: count(receive_count),
+                    sent_at: time_of(sent_at),
+                    dead_at: time_of(dead_at),
+                },
+            )
             .collect())
     }
 
@@ -189,11 +198,20 @@ impl JobQueue for SqliteQueue {
         Ok(())
     }
 
-    async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> PortResult<Vec<Delivery>> {
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let started = tokio::time::Instant::now();
+        // A wait too long to represent means "a year": never a panic.
+        let deadline = started
+            .checked_add(wait)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
         loop {
             // Registered before looking, so a send between the look and the
             // wait still wakes us.
@@ -223,22 +241,34 @@ impl JobQueue for SqliteQueue {
         if deleted == 0 {
             // SQS semantics: the message was redelivered (new receipt) or is
             // already gone; the current holder decides its fate.
-            tracing::debug!(queue = queue.as_str(), "delete with a stale receipt did nothing");
+            tracing::debug!(
+                queue = queue.as_str(),
+                "delete with a stale receipt did nothing"
+            );
         }
         Ok(())
     }
 
-    async fn extend_visibility(&self, queue: QueueName, receipt: &str, timeout: Duration) -> PortResult<()> {
-        let changed = sqlx::query("UPDATE queue_messages SET visible_at = ? WHERE queue = ? AND receipt = ?")
-            .bind(now_millis().saturating_add(millis(timeout)))
-            .bind(queue.as_str())
-            .bind(receipt)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
+    async fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        timeout: Duration,
+    ) -> PortResult<()> {
+        let changed =
+            sqlx::query("UPDATE queue_messages SET visible_at = ? WHERE queue = ? AND receipt = ?")
+                .bind(now_millis().saturating_add(millis(timeout)))
+                .bind(queue.as_str())
+                .bind(receipt)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
         if changed == 0 {
-            tracing::debug!(queue = queue.as_str(), "visibility change with a stale receipt did nothing");
+            tracing::debug!(
+                queue = queue.as_str(),
+                "visibility change with a stale receipt did nothing"
+            );
         } else if timeout.is_zero() {
             self.arrivals[slot(queue)].notify_waiters();
         }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sound_creator_core::ports::{
-    Backend, BackendError, Percentiles, PortResult, RecentTask, StatsQuery, StatsRow, StatsStore, StatsSummary,
+    Backend, BackendError, Percentiles, PortResult, RecentTask, StatsQuery, StatsRow, StatsStore,
+    StatsSummary,
 };
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus};
 use sqlx::SqlitePool;
@@ -27,8 +28,11 @@ fn corrupt(err: impl std::fmt::Display) -> BackendError {
 /// `created_at` is kept as unix nanoseconds so the inclusive bounds of a
 /// query compare exactly with what was recorded.
 fn nanos(at: DateTime<Utc>) -> PortResult<i64> {
-    at.timestamp_nanos_opt()
-        .ok_or_else(|| unavailable(format!("time {at} is outside the range the stats table can hold")))
+    at.timestamp_nanos_opt().ok_or_else(|| {
+        unavailable(format!(
+            "time {at} is outside the range the stats table can hold"
+        ))
+    })
 }
 
 fn optional_millis(value: Option<u64>) -> Option<i64> {
@@ -62,7 +66,11 @@ impl Scope {
         &'q self,
         query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
     ) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>> {
-        query.bind(&self.tenant).bind(self.user_id.as_deref()).bind(self.from).bind(self.to)
+        query
+            .bind(&self.tenant)
+            .bind(self.user_id.as_deref())
+            .bind(self.from)
+            .bind(self.to)
     }
 }
 
@@ -77,13 +85,24 @@ impl SqliteStats {
 
     async fn counts_by(&self, column: &str, scope: &Scope) -> PortResult<BTreeMap<String, u64>> {
         let sql = format!("SELECT {column}, COUNT(*) FROM stats WHERE {SCOPE} GROUP BY {column}");
-        let rows: Vec<(String, i64)> =
-            scope.bind(sqlx::query_as(&sql)).fetch_all(&self.pool).await.map_err(unavailable)?;
-        Ok(rows.into_iter().map(|(k, n)| (k, u64::try_from(n).unwrap_or(0))).collect())
+        let rows: Vec<(String, i64)> = scope
+            .bind(sqlx::query_as(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 
     /// Nearest-rank percentile `percent` of `total_ms` over `n` rows.
-    async fn latency_percentile(&self, scope: &Scope, n: i64, percent: i64) -> PortResult<Option<u64>> {
+    async fn latency_percentile(
+        &self,
+        scope: &Scope,
+        n: i64,
+        percent: i64,
+    ) -> PortResult<Option<u64>> {
         if n == 0 {
             return Ok(None);
         }
@@ -104,13 +123,22 @@ impl SqliteStats {
 
 type RecentRow = (String, String, String, i64, f64);
 
-fn recent_task((task_id, family, status, created_at, duration): RecentRow) -> PortResult<RecentTask> {
+fn recent_task(
+    (task_id, family, status, created_at, duration): RecentRow,
+) -> PortResult<RecentTask> {
     Ok(RecentTask {
-        task_id: TaskId::parse(&task_id).ok_or_else(|| corrupt(format!("stats row has a bad task id {task_id:?}")))?,
-        family: ModelFamily::parse(&family)
-            .ok_or_else(|| corrupt(format!("stats row {task_id} has an unknown type {family:?}")))?,
-        status: TaskStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("stats row {task_id} has an unknown status {status:?}")))?,
+        task_id: TaskId::parse(&task_id)
+            .ok_or_else(|| corrupt(format!("stats row has a bad task id {task_id:?}")))?,
+        family: ModelFamily::parse(&family).ok_or_else(|| {
+            corrupt(format!(
+                "stats row {task_id} has an unknown type {family:?}"
+            ))
+        })?,
+        status: TaskStatus::parse(&status).ok_or_else(|| {
+            corrupt(format!(
+                "stats row {task_id} has an unknown status {status:?}"
+            ))
+        })?,
         created_at: DateTime::from_timestamp_nanos(created_at),
         duration,
     })
@@ -155,8 +183,11 @@ impl StatsStore for SqliteStats {
         let totals_sql = format!(
             "SELECT COUNT(*), TOTAL(audio_seconds), COUNT(total_ms) FROM stats WHERE {SCOPE}"
         );
-        let (requests, audio_seconds, timed): (i64, f64, i64) =
-            scope.bind(sqlx::query_as(&totals_sql)).fetch_one(&self.pool).await.map_err(unavailable)?;
+        let (requests, audio_seconds, timed): (i64, f64, i64) = scope
+            .bind(sqlx::query_as(&totals_sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
 
         let by_status = self.counts_by("status", &scope).await?;
         let by_type = self.counts_by("family", &scope).await?;
@@ -175,7 +206,10 @@ impl StatsStore for SqliteStats {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        let recent = recent_rows.into_iter().map(recent_task).collect::<PortResult<Vec<_>>>()?;
+        let recent = recent_rows
+            .into_iter()
+            .map(recent_task)
+            .collect::<PortResult<Vec<_>>>()?;
 
         Ok(StatsSummary {
             requests: u64::try_from(requests).unwrap_or(0),
@@ -188,7 +222,10 @@ impl StatsStore for SqliteStats {
     }
 
     async fn ping(&self) -> PortResult<()> {
-        sqlx::query("SELECT 1 FROM stats LIMIT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1 FROM stats LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -22,12 +22,17 @@ fn unavailable(err: impl std::fmt::Display) -> BackendError {
 }
 
 fn version_column(version: u64) -> PortResult<i64> {
-    i64::try_from(version).map_err(|_| unavailable(format!("task version {version} does not fit a database integer")))
+    i64::try_from(version).map_err(|_| {
+        unavailable(format!(
+            "task version {version} does not fit a database integer"
+        ))
+    })
 }
 
 fn decode(id: &str, document: &str) -> PortResult<Task> {
-    serde_json::from_str(document)
-        .map_err(|e| BackendError::corrupt(Backend::Tasks, format!("task {id} cannot be decoded: {e}")))
+    serde_json::from_str(document).map_err(|e| {
+        BackendError::corrupt(Backend::Tasks, format!("task {id} cannot be decoded: {e}"))
+    })
 }
 
 impl SqliteTasks {
@@ -36,13 +41,14 @@ impl SqliteTasks {
     }
 
     async fn find_by_key(&self, task: &Task, key: &str) -> PortResult<Option<Task>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT id, document FROM tasks WHERE tenant = ? AND idempotency_key = ?")
-                .bind(task.tenant.as_str())
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT id, document FROM tasks WHERE tenant = ? AND idempotency_key = ?",
+        )
+        .bind(task.tenant.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         row.map(|(id, document)| decode(&id, &document)).transpose()
     }
 }
@@ -79,16 +85,20 @@ impl TaskStore for SqliteTasks {
         // Same id inserted twice (a retried insert): that record is the task.
         match self.get(&task.id).await? {
             Some(existing) => Ok(Inserted::Existing(existing)),
-            None => Err(unavailable(format!("insert of task {} conflicted with a record that is gone", task.id))),
+            None => Err(unavailable(format!(
+                "insert of task {} conflicted with a record that is gone",
+                task.id
+            ))),
         }
     }
 
     async fn get(&self, id: &TaskId) -> PortResult<Option<Task>> {
-        let document: Option<String> = sqlx::query_scalar("SELECT document FROM tasks WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let document: Option<String> =
+            sqlx::query_scalar("SELECT document FROM tasks WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
         document.map(|d| decode(id.as_str(), &d)).transpose()
     }
 
@@ -112,7 +122,10 @@ impl TaskStore for SqliteTasks {
     }
 
     async fn ping(&self) -> PortResult<()> {
-        sqlx::query("SELECT 1 FROM tasks LIMIT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1 FROM tasks LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

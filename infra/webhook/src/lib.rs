@@ -38,7 +38,10 @@ impl HttpCallbackSender {
     }
 
     fn failure(&self, delivery: &WebhookDelivery, reason: String) -> CallbackError {
-        CallbackError { url: delivery.url.clone(), reason }
+        CallbackError {
+            url: delivery.url.clone(),
+            reason,
+        }
     }
 
     /// Describes a transport error without echoing the URL (the error

@@ -1,5 +1,9 @@
 //! `HttpCallbackSender` against a real HTTP server on loopback.
 
+// Test helpers (not only #[test] functions) may unwrap: a failure is the
+// test failing, with the panic message pointing at the line.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +33,10 @@ async fn spawn_receiver() -> (String, Log) {
     let log: Log = Arc::default();
     let app = Router::new()
         .route("/ok", post(record))
-        .route("/fail", post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+        .route(
+            "/fail",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
         .route(
             "/slow",
             post(|| async {
@@ -37,7 +44,10 @@ async fn spawn_receiver() -> (String, Log) {
                 StatusCode::OK
             }),
         )
-        .route("/redirect", post(|| async { Redirect::temporary("/ok").into_response() }))
+        .route(
+            "/redirect",
+            post(|| async { Redirect::temporary("/ok").into_response() }),
+        )
         .with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -49,7 +59,11 @@ async fn spawn_receiver() -> (String, Log) {
 
 async fn record(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let body = String::from_utf8_lossy(&body).into_owned();
-    log.lock().unwrap().push(Received { path: "/ok", headers, body });
+    log.lock().unwrap().push(Received {
+        path: "/ok",
+        headers,
+        body,
+    });
     StatusCode::NO_CONTENT
 }
 
@@ -58,11 +72,19 @@ fn delivery(url: String, signed: bool) -> WebhookDelivery {
     let webhook_id = "msg_abc".to_owned();
     let timestamp = 1_700_000_000;
     let signature = if signed {
-        WebhookSecret::parse(SECRET).unwrap().sign(&webhook_id, timestamp, &body)
+        WebhookSecret::parse(SECRET)
+            .unwrap()
+            .sign(&webhook_id, timestamp, &body)
     } else {
         String::new()
     };
-    WebhookDelivery { url, webhook_id, timestamp, signature, body }
+    WebhookDelivery {
+        url,
+        webhook_id,
+        timestamp,
+        signature,
+        body,
+    }
 }
 
 fn sender(timeout: Duration) -> HttpCallbackSender {
@@ -70,7 +92,10 @@ fn sender(timeout: Duration) -> HttpCallbackSender {
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("missing header {name}"))
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("missing header {name}"))
 }
 
 #[tokio::test]
@@ -78,7 +103,10 @@ async fn a_delivery_carries_the_body_and_a_signature_the_receiver_can_verify() {
     let (base, log) = spawn_receiver().await;
     let sent = delivery(format!("{base}/ok"), true);
 
-    sender(Duration::from_secs(5)).send(&sent).await.expect("a 204 is a success");
+    sender(Duration::from_secs(5))
+        .send(&sent)
+        .await
+        .expect("a 204 is a success");
 
     let received = log.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
@@ -100,7 +128,10 @@ async fn a_delivery_carries_the_body_and_a_signature_the_receiver_can_verify() {
 async fn an_unsigned_delivery_has_no_signature_header() {
     let (base, log) = spawn_receiver().await;
 
-    sender(Duration::from_secs(5)).send(&delivery(format!("{base}/ok"), false)).await.unwrap();
+    sender(Duration::from_secs(5))
+        .send(&delivery(format!("{base}/ok"), false))
+        .await
+        .unwrap();
 
     let received = log.lock().unwrap().clone();
     assert_eq!(received.len(), 1);
@@ -113,7 +144,10 @@ async fn a_500_answer_is_an_error_naming_the_status() {
     let (base, _log) = spawn_receiver().await;
     let url = format!("{base}/fail");
 
-    let err = sender(Duration::from_secs(5)).send(&delivery(url.clone(), true)).await.unwrap_err();
+    let err = sender(Duration::from_secs(5))
+        .send(&delivery(url.clone(), true))
+        .await
+        .unwrap_err();
 
     assert_eq!(err.url, url);
     assert!(err.reason.contains("500"), "reason was {:?}", err.reason);
@@ -124,9 +158,16 @@ async fn a_slow_receiver_times_out() {
     let (base, _log) = spawn_receiver().await;
     let started = std::time::Instant::now();
 
-    let err = sender(Duration::from_millis(300)).send(&delivery(format!("{base}/slow"), true)).await.unwrap_err();
+    let err = sender(Duration::from_millis(300))
+        .send(&delivery(format!("{base}/slow"), true))
+        .await
+        .unwrap_err();
 
-    assert!(err.reason.contains("timeout"), "reason was {:?}", err.reason);
+    assert!(
+        err.reason.contains("timeout"),
+        "reason was {:?}",
+        err.reason
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -134,10 +175,16 @@ async fn a_slow_receiver_times_out() {
 async fn a_redirect_is_not_followed() {
     let (base, log) = spawn_receiver().await;
 
-    let err = sender(Duration::from_secs(5)).send(&delivery(format!("{base}/redirect"), true)).await.unwrap_err();
+    let err = sender(Duration::from_secs(5))
+        .send(&delivery(format!("{base}/redirect"), true))
+        .await
+        .unwrap_err();
 
     assert!(err.reason.contains("307"), "reason was {:?}", err.reason);
-    assert!(log.lock().unwrap().is_empty(), "the redirect target must not be called");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "the redirect target must not be called"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +194,10 @@ async fn an_unreachable_receiver_is_an_error_not_a_panic() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
 
-    let err = sender(Duration::from_secs(2)).send(&delivery(format!("http://{addr}/ok"), true)).await.unwrap_err();
+    let err = sender(Duration::from_secs(2))
+        .send(&delivery(format!("http://{addr}/ok"), true))
+        .await
+        .unwrap_err();
 
     assert!(!err.reason.is_empty());
 }

@@ -69,8 +69,9 @@ pub fn settings_with(overrides: &[(&str, &str)]) -> AwsSettings {
 }
 
 pub fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}{}", &id[..12])
+    // The tail of a UUIDv7 is random; its head is the clock.
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}{}", &id[id.len() - 12..])
 }
 
 /// Takes one backend of the test environment down or brings it back.

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sound_creator_core::ports::{
-    BlobStore, Download, JobQueue, QueueDepth, QueueName, ResultCache, SignedDownloads, StatsQuery, StatsRow,
-    StatsStore, TaskStore,
+    BlobStore, Download, JobQueue, QueueDepth, QueueName, ResultCache, SignedDownloads, StatsQuery,
+    StatsRow, StatsStore, TaskStore,
 };
 use sound_creator_core::task::{ModelFamily, TaskStatus};
 
@@ -29,17 +29,43 @@ async fn queued_in_flight_and_finished_work_survives_closing_and_reopening_the_s
         finished.completed_at = Some(Utc::now());
         finished.version = 3;
         assert!(tasks.replace(&finished, 2).await.unwrap());
-        store.stats().record(&StatsRow::of(&finished)).await.unwrap();
-        store.cache().put_final(&finished, Duration::from_secs(3600)).await.unwrap();
+        store
+            .stats()
+            .record(&StatsRow::of(&finished))
+            .await
+            .unwrap();
+        store
+            .cache()
+            .put_final(&finished, Duration::from_secs(3600))
+            .await
+            .unwrap();
 
         let queue = store.queue();
-        queue.send(MUSIC, "in flight", Duration::ZERO).await.unwrap();
-        let held = queue.receive(MUSIC, 1, Duration::ZERO).await.unwrap().remove(0);
+        queue
+            .send(MUSIC, "in flight", Duration::ZERO)
+            .await
+            .unwrap();
+        let held = queue
+            .receive(MUSIC, 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .remove(0);
         queue.send(MUSIC, "queued", Duration::ZERO).await.unwrap();
 
         let key = "tasks/finished/clip-0.wav";
-        store.blobs().put(key, vec![1, 2, 3], "audio/wav").await.unwrap();
-        let link = parse_link(&store.blobs().presign_get(key, Duration::from_secs(600)).await.unwrap().url);
+        store
+            .blobs()
+            .put(key, vec![1, 2, 3], "audio/wav")
+            .await
+            .unwrap();
+        let link = parse_link(
+            &store
+                .blobs()
+                .presign_get(key, Duration::from_secs(600))
+                .await
+                .unwrap()
+                .url,
+        );
         store.close().await;
         (held.message_id, link)
     };
@@ -48,8 +74,14 @@ async fn queued_in_flight_and_finished_work_survives_closing_and_reopening_the_s
 
     let tasks = store.tasks();
     assert_eq!(tasks.get(&queued.id).await.unwrap(), Some(queued.clone()));
-    assert_eq!(tasks.get(&finished.id).await.unwrap(), Some(finished.clone()));
-    assert_eq!(store.cache().get_final(&finished.id).await.unwrap(), Some(finished.clone()));
+    assert_eq!(
+        tasks.get(&finished.id).await.unwrap(),
+        Some(finished.clone())
+    );
+    assert_eq!(
+        store.cache().get_final(&finished.id).await.unwrap(),
+        Some(finished.clone())
+    );
     let summary = store
         .stats()
         .summarize(&StatsQuery {
@@ -65,18 +97,42 @@ async fn queued_in_flight_and_finished_work_survives_closing_and_reopening_the_s
     assert_eq!(summary.by_status.get("succeeded"), Some(&1));
 
     let queue = store.queue();
-    assert_eq!(queue.depth(MUSIC).await.unwrap(), QueueDepth { queued: 1, in_flight: 1 });
-    let mut redelivered = queue.receive(MUSIC, 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        queue.depth(MUSIC).await.unwrap(),
+        QueueDepth {
+            queued: 1,
+            in_flight: 1
+        }
+    );
+    let mut redelivered = queue
+        .receive(MUSIC, 10, Duration::from_secs(2))
+        .await
+        .unwrap();
     if redelivered.len() < 2 {
-        redelivered.extend(queue.receive(MUSIC, 10, Duration::from_secs(2)).await.unwrap());
+        redelivered.extend(
+            queue
+                .receive(MUSIC, 10, Duration::from_secs(2))
+                .await
+                .unwrap(),
+        );
     }
-    let held_again = redelivered.iter().find(|d| d.message_id == in_flight_id).expect("redelivered after restart");
+    let held_again = redelivered
+        .iter()
+        .find(|d| d.message_id == in_flight_id)
+        .expect("redelivered after restart");
     assert_eq!(held_again.receive_count, 2);
     assert!(redelivered.iter().any(|d| d.body == "queued"));
 
     assert_eq!(
-        store.blobs().open(&link.key, link.expires, &link.signature).await.unwrap(),
-        Download::Found { bytes: vec![1, 2, 3], content_type: "audio/wav".to_owned() }
+        store
+            .blobs()
+            .open(&link.key, link.expires, &link.signature)
+            .await
+            .unwrap(),
+        Download::Found {
+            bytes: vec![1, 2, 3],
+            content_type: "audio/wav".to_owned()
+        }
     );
     // The idempotency index survived too.
     let replay = task("marketplace", Some("k1"));

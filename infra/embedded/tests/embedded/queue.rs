@@ -23,8 +23,14 @@ async fn a_message_not_deleted_in_time_is_redelivered_with_a_higher_receive_coun
 
     let first = queue.receive(MUSIC, 10, NOW).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!((first[0].body.as_str(), first[0].receive_count), ("job-1", 1));
-    assert!(queue.receive(MUSIC, 10, NOW).await.unwrap().is_empty(), "invisible while in flight");
+    assert_eq!(
+        (first[0].body.as_str(), first[0].receive_count),
+        ("job-1", 1)
+    );
+    assert!(
+        queue.receive(MUSIC, 10, NOW).await.unwrap().is_empty(),
+        "invisible while in flight"
+    );
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     let second = queue.receive(MUSIC, 10, NOW).await.unwrap();
@@ -32,7 +38,10 @@ async fn a_message_not_deleted_in_time_is_redelivered_with_a_higher_receive_coun
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].message_id, first[0].message_id);
     assert_eq!(second[0].receive_count, 2);
-    assert_ne!(second[0].receipt, first[0].receipt, "every receive gets a fresh receipt");
+    assert_ne!(
+        second[0].receipt, first[0].receipt,
+        "every receive gets a fresh receipt"
+    );
 }
 
 #[tokio::test]
@@ -46,8 +55,15 @@ async fn a_delete_with_a_stale_receipt_does_nothing() {
     let current = queue.receive(MUSIC, 1, NOW).await.unwrap().remove(0);
 
     queue.delete(MUSIC, &stale.receipt).await.unwrap();
-    queue.extend_visibility(MUSIC, &stale.receipt, NOW).await.unwrap();
-    assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(0, 1), "still held by the current receiver");
+    queue
+        .extend_visibility(MUSIC, &stale.receipt, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.depth(MUSIC).await.unwrap(),
+        depth(0, 1),
+        "still held by the current receiver"
+    );
 
     queue.delete(MUSIC, &current.receipt).await.unwrap();
     assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(0, 0));
@@ -59,28 +75,51 @@ async fn a_delayed_message_stays_invisible_until_its_delay_passes() {
     let store = open(dir.path(), quick_options()).await;
     let queue = store.queue();
     let sent = Instant::now();
-    queue.send(MUSIC, "later", Duration::from_millis(500)).await.unwrap();
+    queue
+        .send(MUSIC, "later", Duration::from_millis(500))
+        .await
+        .unwrap();
 
     assert!(queue.receive(MUSIC, 1, NOW).await.unwrap().is_empty());
-    assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(1, 0), "a delayed message counts as queued");
+    assert_eq!(
+        queue.depth(MUSIC).await.unwrap(),
+        depth(1, 0),
+        "a delayed message counts as queued"
+    );
 
-    let got = queue.receive(MUSIC, 1, Duration::from_secs(3)).await.unwrap();
+    let got = queue
+        .receive(MUSIC, 1, Duration::from_secs(3))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
-    assert!(sent.elapsed() >= Duration::from_millis(450), "delivered after {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(450),
+        "delivered after {:?}",
+        sent.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_long_poll_wakes_as_soon_as_a_message_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     // A poll interval far longer than the test: only the wakeup can deliver.
-    let options = EmbeddedOptions { poll_interval: Duration::from_secs(30), ..quick_options() };
+    let options = EmbeddedOptions {
+        poll_interval: Duration::from_secs(30),
+        ..quick_options()
+    };
     let store = open(dir.path(), options).await;
     let queue = store.queue();
     let receiver = {
         let queue = queue.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            (queue.receive(MUSIC, 1, Duration::from_secs(20)).await.unwrap(), started.elapsed())
+            (
+                queue
+                    .receive(MUSIC, 1, Duration::from_secs(20))
+                    .await
+                    .unwrap(),
+                started.elapsed(),
+            )
         })
     };
 
@@ -99,7 +138,11 @@ async fn a_long_poll_with_nothing_to_receive_returns_empty_after_the_wait() {
     let store = open(dir.path(), quick_options()).await;
     let started = Instant::now();
 
-    let got = store.queue().receive(MUSIC, 1, Duration::from_millis(300)).await.unwrap();
+    let got = store
+        .queue()
+        .receive(MUSIC, 1, Duration::from_millis(300))
+        .await
+        .unwrap();
 
     assert!(got.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(290));
@@ -109,13 +152,20 @@ async fn a_long_poll_with_nothing_to_receive_returns_empty_after_the_wait() {
 #[tokio::test]
 async fn a_message_received_max_receives_times_goes_to_the_dead_letter_table() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { max_receives: 3, visibility_timeout: Duration::from_millis(100), ..quick_options() };
+    let options = EmbeddedOptions {
+        max_receives: 3,
+        visibility_timeout: Duration::from_millis(100),
+        ..quick_options()
+    };
     let store = open(dir.path(), options).await;
     let queue = store.queue();
     queue.send(MUSIC, "poison", NOW).await.unwrap();
 
     for expected in 1..=3 {
-        let got = queue.receive(MUSIC, 1, Duration::from_secs(2)).await.unwrap();
+        let got = queue
+            .receive(MUSIC, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].receive_count, expected);
     }
@@ -125,7 +175,10 @@ async fn a_message_received_max_receives_times_goes_to_the_dead_letter_table() {
     assert!(fourth.is_empty(), "never received a fourth time");
     let dead = queue.dead_letters(MUSIC).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].body.as_str(), dead[0].receive_count), ("poison", 3));
+    assert_eq!(
+        (dead[0].body.as_str(), dead[0].receive_count),
+        ("poison", 3)
+    );
     assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(0, 0));
     assert!(queue.dead_letters(AUDIO).await.unwrap().is_empty());
 }
@@ -146,7 +199,10 @@ async fn depth_counts_queued_and_in_flight_messages() {
     queue.release(MUSIC, &got[0].receipt).await.unwrap();
     assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(3, 0));
     assert_eq!(queue.depth(AUDIO).await.unwrap(), depth(1, 0));
-    assert_eq!(queue.depth(QueueName::Completions).await.unwrap(), depth(0, 0));
+    assert_eq!(
+        queue.depth(QueueName::Completions).await.unwrap(),
+        depth(0, 0)
+    );
 }
 
 #[tokio::test]
@@ -173,9 +229,15 @@ async fn extending_visibility_keeps_a_message_hidden_and_release_hands_it_back()
     queue.send(MUSIC, "long job", NOW).await.unwrap();
     let held = queue.receive(MUSIC, 1, NOW).await.unwrap().remove(0);
 
-    queue.extend_visibility(MUSIC, &held.receipt, Duration::from_secs(5)).await.unwrap();
+    queue
+        .extend_visibility(MUSIC, &held.receipt, Duration::from_secs(5))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(queue.receive(MUSIC, 1, NOW).await.unwrap().is_empty(), "the heartbeat kept it hidden");
+    assert!(
+        queue.receive(MUSIC, 1, NOW).await.unwrap().is_empty(),
+        "the heartbeat kept it hidden"
+    );
 
     queue.release(MUSIC, &held.receipt).await.unwrap();
     let again = queue.receive(MUSIC, 1, NOW).await.unwrap();
@@ -186,7 +248,14 @@ async fn extending_visibility_keeps_a_message_hidden_and_release_hands_it_back()
 #[tokio::test]
 async fn concurrent_receivers_never_get_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), EmbeddedOptions { visibility_timeout: Duration::from_secs(30), ..quick_options() }).await;
+    let store = open(
+        dir.path(),
+        EmbeddedOptions {
+            visibility_timeout: Duration::from_secs(30),
+            ..quick_options()
+        },
+    )
+    .await;
     let queue = store.queue();
     for i in 0..20 {
         queue.send(MUSIC, &format!("job-{i}"), NOW).await.unwrap();
@@ -215,4 +284,16 @@ async fn concurrent_receivers_never_get_the_same_message() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 20, "each message delivered exactly once");
+}
+
+#[tokio::test]
+async fn an_absurdly_long_wait_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), quick_options()).await;
+    let queue = store.queue();
+    queue.send(MUSIC, "ready", NOW).await.unwrap();
+
+    let got = queue.receive(MUSIC, 1, Duration::MAX).await.unwrap();
+
+    assert_eq!(got.len(), 1);
 }

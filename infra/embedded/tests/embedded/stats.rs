@@ -8,7 +8,13 @@ fn at(minute: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + ChronoDuration::minutes(minute)
 }
 
-fn row(tenant: &str, user: &str, minute: i64, status: TaskStatus, total_ms: Option<u64>) -> StatsRow {
+fn row(
+    tenant: &str,
+    user: &str,
+    minute: i64,
+    status: TaskStatus,
+    total_ms: Option<u64>,
+) -> StatsRow {
     StatsRow {
         task_id: TaskId::generate(),
         tenant: Tenant::new(tenant),
@@ -17,7 +23,11 @@ fn row(tenant: &str, user: &str, minute: i64, status: TaskStatus, total_ms: Opti
         status,
         duration: 8.0,
         samples: 1,
-        audio_seconds: if status == TaskStatus::Succeeded { 8.0 } else { 0.0 },
+        audio_seconds: if status == TaskStatus::Succeeded {
+            8.0
+        } else {
+            0.0
+        },
         created_at: at(minute),
         completed_at: total_ms.map(|ms| at(minute) + ChronoDuration::milliseconds(ms as i64)),
         queue_ms: total_ms.map(|_| 10),
@@ -27,7 +37,13 @@ fn row(tenant: &str, user: &str, minute: i64, status: TaskStatus, total_ms: Opti
 }
 
 fn query(tenant: &str) -> StatsQuery {
-    StatsQuery { tenant: Tenant::new(tenant), user_id: None, from: None, to: None, recent_limit: 5 }
+    StatsQuery {
+        tenant: Tenant::new(tenant),
+        user_id: None,
+        from: None,
+        to: None,
+        recent_limit: 5,
+    }
 }
 
 #[tokio::test]
@@ -37,14 +53,40 @@ async fn the_summary_counts_sums_and_takes_nearest_rank_percentiles() {
     let stats = store.stats();
     // 20 finished tasks taking 100, 200, ..., 2000 ms; the list is shuffled
     // so the store has to sort.
-    for i in [7u64, 3, 20, 1, 15, 9, 12, 18, 2, 5, 11, 19, 4, 8, 16, 6, 14, 10, 17, 13] {
-        stats.record(&row("marketplace", "user-1", i as i64, TaskStatus::Succeeded, Some(i * 100))).await.unwrap();
+    for i in [
+        7u64, 3, 20, 1, 15, 9, 12, 18, 2, 5, 11, 19, 4, 8, 16, 6, 14, 10, 17, 13,
+    ] {
+        stats
+            .record(&row(
+                "marketplace",
+                "user-1",
+                i as i64,
+                TaskStatus::Succeeded,
+                Some(i * 100),
+            ))
+            .await
+            .unwrap();
     }
-    let mut audio = row("marketplace", "user-2", 30, TaskStatus::Failed, Some(50_000));
+    let mut audio = row(
+        "marketplace",
+        "user-2",
+        30,
+        TaskStatus::Failed,
+        Some(50_000),
+    );
     audio.family = ModelFamily::Audio;
     stats.record(&audio).await.unwrap();
     // Still running when recorded: no total_ms, so not in the percentiles.
-    stats.record(&row("marketplace", "user-2", 31, TaskStatus::Canceled, None)).await.unwrap();
+    stats
+        .record(&row(
+            "marketplace",
+            "user-2",
+            31,
+            TaskStatus::Canceled,
+            None,
+        ))
+        .await
+        .unwrap();
 
     let summary = stats.summarize(&query("marketplace")).await.unwrap();
 
@@ -59,7 +101,11 @@ async fn the_summary_counts_sums_and_takes_nearest_rank_percentiles() {
     assert_eq!(summary.latency_ms.p50, Some(1100));
     assert_eq!(summary.latency_ms.p95, Some(2000));
     let recent: Vec<_> = summary.recent.iter().map(|r| r.created_at).collect();
-    assert_eq!(recent, vec![at(31), at(30), at(20), at(19), at(18)], "newest first, limited");
+    assert_eq!(
+        recent,
+        vec![at(31), at(30), at(20), at(19), at(18)],
+        "newest first, limited"
+    );
     assert_eq!(summary.recent[0].status, TaskStatus::Canceled);
     assert_eq!(summary.recent[1].family, ModelFamily::Audio);
 }
@@ -71,20 +117,47 @@ async fn the_summary_filters_by_user_and_inclusive_time_bounds() {
     let stats = store.stats();
     for minute in 0..10 {
         let user = if minute % 2 == 0 { "even" } else { "odd" };
-        stats.record(&row("marketplace", user, minute, TaskStatus::Succeeded, Some(1000 + minute as u64))).await.unwrap();
+        stats
+            .record(&row(
+                "marketplace",
+                user,
+                minute,
+                TaskStatus::Succeeded,
+                Some(1000 + minute as u64),
+            ))
+            .await
+            .unwrap();
     }
 
-    let by_user = stats.summarize(&StatsQuery { user_id: Some("odd".into()), ..query("marketplace") }).await.unwrap();
+    let by_user = stats
+        .summarize(&StatsQuery {
+            user_id: Some("odd".into()),
+            ..query("marketplace")
+        })
+        .await
+        .unwrap();
     assert_eq!(by_user.requests, 5);
-    assert!(by_user.recent.iter().all(|r| r.created_at.timestamp() / 60 % 2 == 1));
+    assert!(by_user
+        .recent
+        .iter()
+        .all(|r| r.created_at.timestamp() / 60 % 2 == 1));
 
-    let window = StatsQuery { from: Some(at(2)), to: Some(at(5)), ..query("marketplace") };
+    let window = StatsQuery {
+        from: Some(at(2)),
+        to: Some(at(5)),
+        ..query("marketplace")
+    };
     let in_window = stats.summarize(&window).await.unwrap();
     assert_eq!(in_window.requests, 4, "both bounds are inclusive");
     assert_eq!(in_window.latency_ms.p50, Some(1003));
     assert_eq!(in_window.latency_ms.p95, Some(1005));
 
-    let both = StatsQuery { user_id: Some("even".into()), from: Some(at(2)), to: Some(at(5)), ..query("marketplace") };
+    let both = StatsQuery {
+        user_id: Some("even".into()),
+        from: Some(at(2)),
+        to: Some(at(5)),
+        ..query("marketplace")
+    };
     assert_eq!(stats.summarize(&both).await.unwrap().requests, 2);
 }
 
@@ -93,8 +166,20 @@ async fn one_tenant_never_sees_another_tenants_stats() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), quick_options()).await;
     let stats = store.stats();
-    stats.record(&row("marketplace", "user-1", 0, TaskStatus::Succeeded, Some(100))).await.unwrap();
-    stats.record(&row("studio", "user-1", 1, TaskStatus::Failed, Some(900))).await.unwrap();
+    stats
+        .record(&row(
+            "marketplace",
+            "user-1",
+            0,
+            TaskStatus::Succeeded,
+            Some(100),
+        ))
+        .await
+        .unwrap();
+    stats
+        .record(&row("studio", "user-1", 1, TaskStatus::Failed, Some(900)))
+        .await
+        .unwrap();
 
     let summary = stats.summarize(&query("studio")).await.unwrap();
     assert_eq!(summary.requests, 1);

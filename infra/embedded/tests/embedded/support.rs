@@ -19,7 +19,9 @@ pub fn quick_options() -> EmbeddedOptions {
 }
 
 pub async fn open(dir: &Path, options: EmbeddedOptions) -> EmbeddedStore {
-    EmbeddedStore::open(dir, options).await.expect("the store opens")
+    EmbeddedStore::open(dir, options)
+        .await
+        .expect("the store opens")
 }
 
 pub fn task(tenant: &str, idempotency_key: Option<&str>) -> Task {

@@ -15,7 +15,10 @@ async fn an_inserted_task_reads_back_unchanged() {
     assert_eq!(tasks.insert(&original).await.unwrap(), Inserted::Created);
 
     assert_eq!(tasks.get(&original.id).await.unwrap(), Some(original));
-    assert_eq!(tasks.get(&TaskId::parse("unknown").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        tasks.get(&TaskId::parse("unknown").unwrap()).await.unwrap(),
+        None
+    );
     tasks.ping().await.unwrap();
 }
 
@@ -64,7 +67,10 @@ async fn a_replace_with_an_old_version_changes_nothing() {
     stale.version = 2;
     assert!(!tasks.replace(&stale, 1).await.unwrap());
 
-    assert_eq!(tasks.get(&current.id).await.unwrap().unwrap().status, TaskStatus::Running);
+    assert_eq!(
+        tasks.get(&current.id).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
 }
 
 #[tokio::test]
@@ -77,7 +83,12 @@ async fn ten_concurrent_inserts_with_one_idempotency_key_create_one_task() {
         .map(|_| {
             let tasks = tasks.clone();
             let candidate = task("marketplace", Some("key-1"));
-            tokio::spawn(async move { (candidate.id.clone(), tasks.insert(&candidate).await.unwrap()) })
+            tokio::spawn(async move {
+                (
+                    candidate.id.clone(),
+                    tasks.insert(&candidate).await.unwrap(),
+                )
+            })
         })
         .collect();
     let mut created = Vec::new();
@@ -91,7 +102,10 @@ async fn ten_concurrent_inserts_with_one_idempotency_key_create_one_task() {
 
     assert_eq!(created.len(), 1);
     assert_eq!(existing.len(), 9);
-    assert!(existing.iter().all(|id| *id == created[0]), "every replay names the one created task");
+    assert!(
+        existing.iter().all(|id| *id == created[0]),
+        "every replay names the one created task"
+    );
 }
 
 #[tokio::test]
@@ -100,10 +114,22 @@ async fn the_same_idempotency_key_in_another_tenant_is_another_task() {
     let store = open(dir.path(), quick_options()).await;
     let tasks = store.tasks();
 
-    assert_eq!(tasks.insert(&task("marketplace", Some("k"))).await.unwrap(), Inserted::Created);
-    assert_eq!(tasks.insert(&task("studio", Some("k"))).await.unwrap(), Inserted::Created);
-    assert_eq!(tasks.insert(&task("studio", None)).await.unwrap(), Inserted::Created);
-    assert_eq!(tasks.insert(&task("studio", None)).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        tasks.insert(&task("marketplace", Some("k"))).await.unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        tasks.insert(&task("studio", Some("k"))).await.unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        tasks.insert(&task("studio", None)).await.unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        tasks.insert(&task("studio", None)).await.unwrap(),
+        Inserted::Created
+    );
 }
 
 #[tokio::test]
@@ -122,7 +148,16 @@ async fn an_undecodable_stored_task_is_reported_as_corrupt_not_a_panic() {
         .unwrap();
 
     let err = tasks.get(&original.id).await.unwrap_err();
-    assert!(matches!(err, BackendError::Corrupt { backend: Backend::Tasks, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BackendError::Corrupt {
+                backend: Backend::Tasks,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -133,5 +168,14 @@ async fn a_closed_store_answers_unavailable() {
     store.close().await;
 
     let err = tasks.ping().await.unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable { backend: Backend::Tasks, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BackendError::Unavailable {
+                backend: Backend::Tasks,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
