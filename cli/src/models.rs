@@ -11,6 +11,7 @@ use clap::Args;
 use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::settings::Settings;
 use sound_creator_core::task::ModelFamily;
+use sound_creator_musicgen::cli::{parse_device, parse_dtype};
 use sound_creator_musicgen::engine::MusicGenEngine;
 
 #[derive(Args, Debug, Clone)]
@@ -28,24 +29,14 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn device(&self) -> anyhow::Result<tch::Device> {
-        Ok(match self.device.as_str() {
-            "auto" => tch::Device::cuda_if_available(),
-            "cpu" => tch::Device::Cpu,
-            "cuda" => tch::Device::Cuda(0),
-            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                Some(n) => tch::Device::Cuda(n),
-                None => anyhow::bail!("MODEL_DEVICE {other:?} is not one of auto, cpu, cuda, cuda:N"),
-            },
-        })
+        match self.device.as_str() {
+            "auto" => Ok(tch::Device::cuda_if_available()),
+            other => parse_device(other),
+        }
     }
 
     pub fn kind(&self) -> anyhow::Result<tch::Kind> {
-        Ok(match self.dtype.as_str() {
-            "f32" | "fp32" | "float32" => tch::Kind::Float,
-            "f16" | "fp16" | "float16" => tch::Kind::Half,
-            "bf16" | "bfloat16" => tch::Kind::BFloat16,
-            other => anyhow::bail!("MODEL_DTYPE {other:?} is not one of f32, f16, bf16"),
-        })
+        parse_dtype(&self.dtype)
     }
 }
 

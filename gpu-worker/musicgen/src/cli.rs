@@ -53,7 +53,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub codes_out: Option<PathBuf>,
     /// Where hub downloads are kept.
-    #[arg(long, env = "MODEL_CACHE_DIR", default_value = ".data/models")]
+    #[arg(long, env = "CACHE_MODEL_DIR", default_value = "model_hub")]
     pub cache_dir: PathBuf,
 }
 
