@@ -2,3 +2,4 @@
 //! Lambda entry points' shared code. Nothing here links libtorch.
 
 pub mod api;
+pub mod lambda;

@@ -192,6 +192,9 @@ impl Worker {
 
     async fn generate_batch(&self, batch: Vec<Runnable>) -> Result<(), BackendError> {
         let queue = self.queue();
+        for r in &batch {
+            tracing::info!(task_id = %r.job.task_id, index = r.job.index, receive_count = r.delivery.receive_count, "generating");
+        }
         let requests: Vec<_> = batch.iter().map(|r| r.job.clip_request()).collect();
         let (progress_tx, progress_rx) = watch::channel((0usize, 0usize));
         let all_canceled = Arc::new(AtomicBool::new(false));

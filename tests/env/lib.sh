@@ -63,6 +63,7 @@ moto_stop() {
     local port=$1 pid
     pid=$(cat "$STATE_DIR/moto.pid" 2>/dev/null || true)
     if pid_alive "$pid"; then
+        kill -CONT "$pid" 2>/dev/null || true  # a paused server cannot act on SIGTERM
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
         pid_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
@@ -93,6 +94,7 @@ redis_stop() {
     local port=$1 pid
     pid=$(cat "$STATE_DIR/redis.pid" 2>/dev/null || true)
     if pid_alive "$pid"; then
+        kill -CONT "$pid" 2>/dev/null || true  # a paused server cannot act on SIGTERM
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
         pid_alive "$pid" && kill -9 "$pid" 2>/dev/null || true

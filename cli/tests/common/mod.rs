@@ -34,6 +34,7 @@ pub struct App {
     child: Child,
     env: Vec<(String, String)>,
     subcommand: &'static str,
+    extra_args: Vec<String>,
     pub client: reqwest::Client,
 }
 
@@ -45,6 +46,11 @@ impl App {
 
     /// `serve` (everything) or `api` (the API alone: nothing runs the jobs).
     pub fn spawn_as(subcommand: &'static str, data_dir: &Path, extra_env: &[(&str, &str)]) -> App {
+        Self::spawn_full(subcommand, &[], data_dir, extra_env)
+    }
+
+    /// Any subcommand with extra arguments (e.g. `--backend aws`).
+    pub fn spawn_full(subcommand: &'static str, extra_args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> App {
         let mut env: Vec<(String, String)> = vec![
             ("MARKETPLACE_TOKEN".into(), TOKEN.into()),
             ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
@@ -59,13 +65,16 @@ impl App {
             env.retain(|(name, _)| name != k);
             env.push((k.to_string(), v.to_string()));
         }
-        Self::start(subcommand, data_dir.to_path_buf(), env)
+        let args = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::start(subcommand, args, data_dir.to_path_buf(), env)
     }
 
-    fn start(subcommand: &'static str, data_dir: PathBuf, env: Vec<(String, String)>) -> App {
+    fn start(subcommand: &'static str, extra_args: Vec<String>, data_dir: PathBuf, env: Vec<(String, String)>) -> App {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
         command
-            .args([subcommand, "--port", "0", "--host", "127.0.0.1", "--data-dir"])
+            .args([subcommand, "--port", "0", "--host", "127.0.0.1"])
+            .args(&extra_args)
+            .arg("--data-dir")
             .arg(&data_dir)
             .env_remove("MARKETPLACE_CALLBACK")
             .env_remove("DEPLOYED_TYPES")
@@ -83,7 +92,7 @@ impl App {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"))
             .to_owned();
-        App { base, data_dir, child, env, subcommand, client: reqwest::Client::new() }
+        App { base, data_dir, child, env, subcommand, extra_args, client: reqwest::Client::new() }
     }
 
     /// Stops the process (SIGKILL: nothing gets a chance to clean up) and
@@ -96,8 +105,8 @@ impl App {
     pub fn restart_as(mut self, subcommand: &'static str) -> App {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (data_dir, env) = (self.data_dir.clone(), std::mem::take(&mut self.env));
-        Self::start(subcommand, data_dir, env)
+        let (data_dir, env, args) = (self.data_dir.clone(), std::mem::take(&mut self.env), std::mem::take(&mut self.extra_args));
+        Self::start(subcommand, args, data_dir, env)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -248,4 +257,71 @@ pub fn counts<'a>(items: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usiz
         *map.entry(item).or_insert(0) += 1;
     }
     map
+}
+
+/// A background `sound-creator` process that serves no HTTP (a worker, the
+/// completion loop), its stderr kept in a file for the test to read.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
+        command.args(args).stdout(Stdio::null()).stderr(file).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Process { child: command.spawn().expect("spawn sound-creator"), log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `sound-creator` to completion (e.g. `provision`) and asserts success.
+pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run sound-creator");
+    assert!(out.status.success(), "sound-creator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The AWS-mode test environment (moto, redis-server, PostgreSQL) started
+/// by `tests/env/up.sh`. Its absence is a failure, never a silent skip.
+pub fn require_aws_env() {
+    for name in ["AWS_ENDPOINT_URL", "REDIS_PORT", "POSTGRES_PORT"] {
+        assert!(
+            std::env::var(name).is_ok_and(|v| !v.is_empty()),
+            "{name} is not set: start the test servers first with `bash tests/env/up.sh && source .data/test-env/env.sh` (tests/run-all.sh does this)"
+        );
+    }
+}
+
+/// Names of queues, bucket and table unique to one test, so tests share the
+/// servers without sharing state.
+pub fn unique_aws_names(label: &str) -> Vec<(String, String)> {
+    let suffix = format!("{label}{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() % 0xffff_ffff);
+    vec![
+        ("SQS_QUEUE_PREFIX".into(), format!("{suffix}-")),
+        ("S3_BUCKET".into(), format!("bucket-{suffix}")),
+        ("DYNAMODB_TABLE".into(), format!("tasks-{suffix}")),
+    ]
 }

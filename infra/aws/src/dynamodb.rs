@@ -37,11 +37,17 @@ pub struct DynamoTasks {
 
 impl DynamoTasks {
     pub fn new(sdk: &SdkConfig, settings: &AwsSettings) -> Self {
-        Self { client: client(sdk, settings), table: settings.dynamodb_table.clone() }
+        Self {
+            client: client(sdk, settings),
+            table: settings.dynamodb_table.clone(),
+        }
     }
 
     /// The raw item of a task, for tests and operators.
-    pub async fn raw_item(&self, id: &TaskId) -> PortResult<Option<HashMap<String, AttributeValue>>> {
+    pub async fn raw_item(
+        &self,
+        id: &TaskId,
+    ) -> PortResult<Option<HashMap<String, AttributeValue>>> {
         self.get_item(id.as_str()).await
     }
 
@@ -60,10 +66,16 @@ impl DynamoTasks {
 
     /// The task an idempotency key points at, if the key was used.
     async fn task_for_key(&self, idem_pk: &str) -> PortResult<Option<(TaskId, Option<Task>)>> {
-        let Some(item) = self.get_item(idem_pk).await? else { return Ok(None) };
+        let Some(item) = self.get_item(idem_pk).await? else {
+            return Ok(None);
+        };
         let raw = string_attribute(&item, "task_id", idem_pk)?;
-        let id = TaskId::parse(raw)
-            .ok_or_else(|| BackendError::corrupt(Backend::Tasks, format!("{idem_pk} points at an invalid task id {raw:?}")))?;
+        let id = TaskId::parse(raw).ok_or_else(|| {
+            BackendError::corrupt(
+                Backend::Tasks,
+                format!("{idem_pk} points at an invalid task id {raw:?}"),
+            )
+        })?;
         let task = self.get(&id).await?;
         Ok(Some((id, task)))
     }
@@ -96,7 +108,9 @@ impl DynamoTasks {
                 Ok(_) => return Ok(Inserted::Created),
                 Err(err) => err,
             };
-            let canceled = err.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
+            let canceled = err
+                .as_service_error()
+                .is_some_and(|e| e.is_transaction_canceled_exception());
             if !canceled {
                 return Err(unavailable(err));
             }
@@ -128,7 +142,10 @@ impl DynamoTasks {
                         .send()
                         .await;
                     if let Err(err) = deleted {
-                        if !err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
+                        if !err
+                            .as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception())
+                        {
                             return Err(unavailable(err));
                         }
                     }
@@ -143,7 +160,10 @@ impl DynamoTasks {
         }
         Err(BackendError::unavailable(
             Backend::Tasks,
-            format!("insert of task {} kept conflicting with concurrent writes", task.id),
+            format!(
+                "insert of task {} kept conflicting with concurrent writes",
+                task.id
+            ),
         ))
     }
 }
@@ -167,32 +187,59 @@ pub fn idempotency_pk(task: &Task, key: &str) -> String {
 }
 
 fn task_item(task: &Task) -> PortResult<HashMap<String, AttributeValue>> {
-    let document = serde_json::to_string(task)
-        .map_err(|e| BackendError::unavailable(Backend::Tasks, format!("task {} does not serialize: {e}", task.id)))?;
+    let document = serde_json::to_string(task).map_err(|e| {
+        BackendError::unavailable(
+            Backend::Tasks,
+            format!("task {} does not serialize: {e}", task.id),
+        )
+    })?;
     let mut item = HashMap::from([
-        (PARTITION_KEY.to_owned(), AttributeValue::S(task.id.to_string())),
-        ("status".to_owned(), AttributeValue::S(task.status.as_str().to_owned())),
-        ("tenant".to_owned(), AttributeValue::S(task.tenant.to_string())),
-        ("version".to_owned(), AttributeValue::N(task.version.to_string())),
+        (
+            PARTITION_KEY.to_owned(),
+            AttributeValue::S(task.id.to_string()),
+        ),
+        (
+            "status".to_owned(),
+            AttributeValue::S(task.status.as_str().to_owned()),
+        ),
+        (
+            "tenant".to_owned(),
+            AttributeValue::S(task.tenant.to_string()),
+        ),
+        (
+            "version".to_owned(),
+            AttributeValue::N(task.version.to_string()),
+        ),
         (DOCUMENT.to_owned(), AttributeValue::S(document)),
     ]);
     if let Some(until) = task.retain_until {
-        item.insert(TTL_ATTRIBUTE.to_owned(), AttributeValue::N(until.timestamp().to_string()));
+        item.insert(
+            TTL_ATTRIBUTE.to_owned(),
+            AttributeValue::N(until.timestamp().to_string()),
+        );
     }
     Ok(item)
 }
 
-fn string_attribute<'a>(item: &'a HashMap<String, AttributeValue>, name: &str, pk: &str) -> PortResult<&'a str> {
+fn string_attribute<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &str,
+    pk: &str,
+) -> PortResult<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),
-        _ => Err(BackendError::corrupt(Backend::Tasks, format!("item {pk} has no string attribute {name}"))),
+        _ => Err(BackendError::corrupt(
+            Backend::Tasks,
+            format!("item {pk} has no string attribute {name}"),
+        )),
     }
 }
 
 fn decode(item: &HashMap<String, AttributeValue>, pk: &str) -> PortResult<Task> {
     let document = string_attribute(item, DOCUMENT, pk)?;
-    serde_json::from_str(document)
-        .map_err(|e| BackendError::corrupt(Backend::Tasks, format!("task {pk} does not parse: {e}")))
+    serde_json::from_str(document).map_err(|e| {
+        BackendError::corrupt(Backend::Tasks, format!("task {pk} does not parse: {e}"))
+    })
 }
 
 #[async_trait]
@@ -211,13 +258,20 @@ impl TaskStore for DynamoTasks {
             .await;
         match written {
             Ok(_) => Ok(Inserted::Created),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 // Same id inserted twice (a retried insert): that record is the task.
                 match self.get(&task.id).await? {
                     Some(existing) => Ok(Inserted::Existing(existing)),
                     None => Err(BackendError::unavailable(
                         Backend::Tasks,
-                        format!("insert of task {} conflicted with a record that is gone", task.id),
+                        format!(
+                            "insert of task {} conflicted with a record that is gone",
+                            task.id
+                        ),
                     )),
                 }
             }
@@ -226,7 +280,9 @@ impl TaskStore for DynamoTasks {
     }
 
     async fn get(&self, id: &TaskId) -> PortResult<Option<Task>> {
-        let Some(item) = self.get_item(id.as_str()).await? else { return Ok(None) };
+        let Some(item) = self.get_item(id.as_str()).await? else {
+            return Ok(None);
+        };
         decode(&item, id.as_str()).map(Some)
     }
 
@@ -238,18 +294,32 @@ impl TaskStore for DynamoTasks {
             .set_item(Some(task_item(task)?))
             .condition_expression("#version = :expected")
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_version.to_string()),
+            )
             .send()
             .await;
         match written {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(err) => Err(unavailable(err)),
         }
     }
 
     async fn ping(&self) -> PortResult<()> {
-        self.client.describe_table().table_name(&self.table).send().await.map_err(unavailable)?;
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

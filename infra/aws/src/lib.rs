@@ -25,7 +25,9 @@ use anyhow::Context;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use sound_creator_core::ports::{Backend, BackendError, BlobStore, JobQueue, ResultCache, StatsStore, TaskStore};
+use sound_creator_core::ports::{
+    Backend, BackendError, BlobStore, JobQueue, ResultCache, StatsStore, TaskStore,
+};
 
 pub use provision::provision;
 pub use settings::{AwsSettings, Secret};
@@ -48,7 +50,8 @@ impl AwsBackends {
         let stats = postgres_stats::PostgresStats::connect(settings)
             .await
             .context("Failed to connect to Postgres and run the stats migrations")?;
-        let cache = redis_cache::RedisCache::connect(settings).context("Failed to set up the Redis client")?;
+        let cache = redis_cache::RedisCache::connect(settings)
+            .context("Failed to set up the Redis client")?;
         Ok(Self {
             queue: Arc::new(sqs::SqsQueue::new(&sdk, settings)),
             tasks: Arc::new(dynamodb::DynamoTasks::new(&sdk, settings)),
@@ -93,7 +96,10 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 /// One line naming the whole cause chain of an SDK error: its `Display`
 /// alone is often just "service error" or "dispatch failure", and
 /// `DisplayErrorContext` appends a multi-kilobyte `Debug` dump.
-pub(crate) fn sdk_unavailable(backend: Backend, err: &(dyn std::error::Error + 'static)) -> BackendError {
+pub(crate) fn sdk_unavailable(
+    backend: Backend,
+    err: &(dyn std::error::Error + 'static),
+) -> BackendError {
     BackendError::unavailable(backend, error_chain(err))
 }
 
@@ -136,9 +142,21 @@ mod tests {
 
     #[test]
     fn an_error_chain_reads_as_one_line_without_repeats() {
-        let err = Layer("dispatch failure", Some(Box::new(Layer("io error: refused", Some(Box::new(Layer("refused\nby peer", None)))))));
-        assert_eq!(error_chain(&err), "dispatch failure: io error: refused: refused by peer");
-        let repeated = Layer("timeout: no answer", Some(Box::new(Layer("no answer", None))));
+        let err = Layer(
+            "dispatch failure",
+            Some(Box::new(Layer(
+                "io error: refused",
+                Some(Box::new(Layer("refused\nby peer", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&err),
+            "dispatch failure: io error: refused: refused by peer"
+        );
+        let repeated = Layer(
+            "timeout: no answer",
+            Some(Box::new(Layer("no answer", None))),
+        );
         assert_eq!(error_chain(&repeated), "timeout: no answer");
     }
 }

@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sound_creator_core::ports::{
-    Backend, BackendError, Percentiles, PortResult, RecentTask, StatsQuery, StatsRow, StatsStore, StatsSummary,
+    Backend, BackendError, Percentiles, PortResult, RecentTask, StatsQuery, StatsRow, StatsStore,
+    StatsSummary,
 };
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -53,7 +54,10 @@ impl PostgresStats {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, operation_timeout: settings.operation_timeout })
+        Ok(Self {
+            pool,
+            operation_timeout: settings.operation_timeout,
+        })
     }
 
     /// The pool, for tests that inspect rows.
@@ -61,12 +65,18 @@ impl PostgresStats {
         &self.pool
     }
 
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, sqlx::Error>>) -> PortResult<T> {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> PortResult<T> {
         match tokio::time::timeout(self.operation_timeout, call).await {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(BackendError::unavailable(
                 Backend::Stats,
-                format!("no answer from Postgres within {:?}", self.operation_timeout),
+                format!(
+                    "no answer from Postgres within {:?}",
+                    self.operation_timeout
+                ),
             )),
         }
     }
@@ -157,7 +167,11 @@ impl StatsStore for PostgresStats {
             match (status, family) {
                 (Some(status), None) => by_status.insert(status, to_u64(count)),
                 (None, Some(family)) => by_type.insert(family, to_u64(count)),
-                _ => return Err(corrupt("a stats group has both or neither of status and family")),
+                _ => {
+                    return Err(corrupt(
+                        "a stats group has both or neither of status and family",
+                    ))
+                }
             };
         }
 
@@ -180,9 +194,12 @@ impl StatsStore for PostgresStats {
             .into_iter()
             .map(|(task_id, family, status, created_at, duration)| {
                 Ok(RecentTask {
-                    task_id: TaskId::parse(&task_id).ok_or_else(|| corrupt(format!("invalid task id {task_id:?}")))?,
-                    family: ModelFamily::parse(&family).ok_or_else(|| corrupt(format!("unknown type {family:?}")))?,
-                    status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
+                    task_id: TaskId::parse(&task_id)
+                        .ok_or_else(|| corrupt(format!("invalid task id {task_id:?}")))?,
+                    family: ModelFamily::parse(&family)
+                        .ok_or_else(|| corrupt(format!("unknown type {family:?}")))?,
+                    status: TaskStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
                     created_at,
                     duration,
                 })
@@ -194,13 +211,17 @@ impl StatsStore for PostgresStats {
             by_status,
             by_type,
             audio_seconds,
-            latency_ms: Percentiles { p50: p50.map(to_u64), p95: p95.map(to_u64) },
+            latency_ms: Percentiles {
+                p50: p50.map(to_u64),
+                p95: p95.map(to_u64),
+            },
             recent,
         })
     }
 
     async fn ping(&self) -> PortResult<()> {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await?;
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
+            .await?;
         Ok(())
     }
 }

@@ -2,15 +2,15 @@
 //! dead-letter queue and redrive policy, the audio bucket, and the task table
 //! with TTL on `expires_at`. Idempotent: it converges an existing setup to
 //! the settings (queue attributes are set again) and never deletes
-//! anything. Used by tests, the local emulator setup and the
-//! `sound-creator-provision` binary; production may use Terraform instead.
+//! anything. Used by tests and by `sound-creator provision` (the CLI);
+//! production may use Terraform instead.
 
 use std::collections::HashMap;
 
 use anyhow::{bail, Context};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -37,7 +37,10 @@ async fn provision_queues(sqs: &aws_sdk_sqs::Client, settings: &AwsSettings) -> 
         let dlq_url = ensure_queue(
             sqs,
             &dlq_name,
-            HashMap::from([(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECONDS.to_string())]),
+            HashMap::from([(
+                QueueAttributeName::MessageRetentionPeriod,
+                DLQ_RETENTION_SECONDS.to_string(),
+            )]),
         )
         .await?;
         let dlq_arn = sqs
@@ -59,7 +62,10 @@ async fn provision_queues(sqs: &aws_sdk_sqs::Client, settings: &AwsSettings) -> 
             sqs,
             &queue_name(&settings.sqs_queue_prefix, queue),
             HashMap::from([
-                (QueueAttributeName::VisibilityTimeout, settings.sqs_visibility_timeout.as_secs().to_string()),
+                (
+                    QueueAttributeName::VisibilityTimeout,
+                    settings.sqs_visibility_timeout.as_secs().to_string(),
+                ),
                 (QueueAttributeName::RedrivePolicy, redrive.to_string()),
             ]),
         )
@@ -77,7 +83,9 @@ async fn ensure_queue(
 ) -> anyhow::Result<String> {
     match sqs.get_queue_url().queue_name(name).send().await {
         Ok(found) => {
-            let url = found.queue_url.with_context(|| format!("SQS returned no URL for {name}"))?;
+            let url = found
+                .queue_url
+                .with_context(|| format!("SQS returned no URL for {name}"))?;
             sqs.set_queue_attributes()
                 .queue_url(&url)
                 .set_attributes(Some(attributes))
@@ -87,7 +95,10 @@ async fn ensure_queue(
                 .with_context(|| format!("Failed to update queue {name}"))?;
             Ok(url)
         }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_does_not_exist()) =>
+        {
             let created = sqs
                 .create_queue()
                 .queue_name(name)
@@ -96,7 +107,9 @@ async fn ensure_queue(
                 .await
                 .map_err(sdk_error)
                 .with_context(|| format!("Failed to create queue {name}"))?;
-            created.queue_url.with_context(|| format!("SQS returned no URL for {name}"))
+            created
+                .queue_url
+                .with_context(|| format!("SQS returned no URL for {name}"))
         }
         Err(e) => Err(sdk_error(e)).with_context(|| format!("Failed to look up queue {name}")),
     }
@@ -118,16 +131,27 @@ async fn provision_bucket(s3: &aws_sdk_s3::Client, settings: &AwsSettings) -> an
     }
     match create.send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(sdk_error(e)).with_context(|| format!("Failed to create bucket {bucket}")),
     }
 }
 
-async fn provision_table(dynamodb: &aws_sdk_dynamodb::Client, settings: &AwsSettings) -> anyhow::Result<()> {
+async fn provision_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    settings: &AwsSettings,
+) -> anyhow::Result<()> {
     let table = &settings.dynamodb_table;
     match dynamodb.describe_table().table_name(table).send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
             let created = dynamodb
                 .create_table()
                 .table_name(table)
@@ -137,12 +161,20 @@ async fn provision_table(dynamodb: &aws_sdk_dynamodb::Client, settings: &AwsSett
                         .attribute_type(ScalarAttributeType::S)
                         .build()?,
                 )
-                .key_schema(KeySchemaElement::builder().attribute_name(PARTITION_KEY).key_type(KeyType::Hash).build()?)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(PARTITION_KEY)
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
                 .billing_mode(BillingMode::PayPerRequest)
                 .send()
                 .await;
             if let Err(e) = created {
-                if !e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) {
+                if !e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception())
+                {
                     return Err(sdk_error(e))
                         .with_context(|| format!("Failed to create table {table}"));
                 }
@@ -162,15 +194,20 @@ async fn provision_table(dynamodb: &aws_sdk_dynamodb::Client, settings: &AwsSett
         .map_err(sdk_error)
         .with_context(|| format!("Failed to read the TTL setting of {table}"))?;
     let enabled = ttl.time_to_live_description.as_ref().is_some_and(|d| {
-        matches!(d.time_to_live_status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
-            && d.attribute_name.as_deref() == Some(TTL_ATTRIBUTE)
+        matches!(
+            d.time_to_live_status,
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) && d.attribute_name.as_deref() == Some(TTL_ATTRIBUTE)
     });
     if !enabled {
         dynamodb
             .update_time_to_live()
             .table_name(table)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build()?,
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .enabled(true)
+                    .build()?,
             )
             .send()
             .await

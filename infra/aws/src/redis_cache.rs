@@ -28,7 +28,8 @@ pub struct RedisCache {
 impl RedisCache {
     /// Builds the client without connecting: Redis may come up after us.
     pub fn connect(settings: &AwsSettings) -> anyhow::Result<Self> {
-        let info = ConnectionAddr::Tcp(settings.redis_host.clone(), settings.redis_port).into_connection_info()?;
+        let info = ConnectionAddr::Tcp(settings.redis_host.clone(), settings.redis_port)
+            .into_connection_info()?;
         let redis_settings = info.redis_settings().clone().set_db(settings.redis_db);
         let info: ConnectionInfo = info.set_redis_settings(redis_settings);
         let client = redis::Client::open(info)?;
@@ -59,13 +60,21 @@ impl RedisCache {
 
     async fn get(&self, key: &str) -> PortResult<Option<String>> {
         let mut connection = self.connection.clone();
-        redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut connection).await.map_err(unavailable)
+        redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<String>>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     /// Seconds until `key` expires (`TTL`), for tests: `None` if it is gone.
     pub async fn ttl_of(&self, key: &str) -> PortResult<Option<i64>> {
         let mut connection = self.connection.clone();
-        let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut connection).await.map_err(unavailable)?;
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         Ok((ttl >= 0).then_some(ttl))
     }
 }
@@ -83,23 +92,35 @@ fn unavailable(err: redis::RedisError) -> BackendError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &str) -> PortResult<T> {
-    serde_json::from_str(raw).map_err(|e| BackendError::corrupt(Backend::Cache, format!("{key} does not parse: {e}")))
+    serde_json::from_str(raw)
+        .map_err(|e| BackendError::corrupt(Backend::Cache, format!("{key} does not parse: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize, key: &str) -> PortResult<String> {
-    serde_json::to_string(value).map_err(|e| BackendError::unavailable(Backend::Cache, format!("{key} does not serialize: {e}")))
+    serde_json::to_string(value).map_err(|e| {
+        BackendError::unavailable(Backend::Cache, format!("{key} does not serialize: {e}"))
+    })
 }
 
 #[async_trait]
 impl ResultCache for RedisCache {
-    async fn put_stage(&self, id: &TaskId, index: usize, stage: &StageOutcome, ttl: Duration) -> PortResult<()> {
+    async fn put_stage(
+        &self,
+        id: &TaskId,
+        index: usize,
+        stage: &StageOutcome,
+        ttl: Duration,
+    ) -> PortResult<()> {
         let key = stage_key(id, index);
         self.set(&key, &encode(stage, &key)?, ttl).await
     }
 
     async fn get_stage(&self, id: &TaskId, index: usize) -> PortResult<Option<StageOutcome>> {
         let key = stage_key(id, index);
-        self.get(&key).await?.map(|raw| decode(&key, &raw)).transpose()
+        self.get(&key)
+            .await?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
     }
 
     async fn put_final(&self, task: &Task, ttl: Duration) -> PortResult<()> {
@@ -109,12 +130,18 @@ impl ResultCache for RedisCache {
 
     async fn get_final(&self, id: &TaskId) -> PortResult<Option<Task>> {
         let key = final_key(id);
-        self.get(&key).await?.map(|raw| decode(&key, &raw)).transpose()
+        self.get(&key)
+            .await?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
     }
 
     async fn ping(&self) -> PortResult<()> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<String>(&mut connection).await.map_err(unavailable)?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -26,7 +26,10 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(sdk: &SdkConfig, settings: &AwsSettings) -> Self {
-        Self { client: client(sdk, settings), bucket: settings.s3_bucket.clone() }
+        Self {
+            client: client(sdk, settings),
+            bucket: settings.s3_bucket.clone(),
+        }
     }
 }
 
@@ -61,13 +64,30 @@ impl BlobStore for S3Blobs {
         let expires_in = expires_in.clamp(Duration::from_secs(1), MAX_PRESIGN);
         let config = PresigningConfig::expires_in(expires_in).map_err(unavailable)?;
         let now = Utc::now();
-        let request = self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.map_err(unavailable)?;
-        let expires_at = now + chrono::Duration::from_std(expires_in).unwrap_or_else(|_| chrono::Duration::seconds(1));
-        Ok(PresignedUrl { url: request.uri().to_owned(), expires_at })
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(unavailable)?;
+        let expires_at = now
+            + chrono::Duration::from_std(expires_in)
+                .unwrap_or_else(|_| chrono::Duration::seconds(1));
+        Ok(PresignedUrl {
+            url: request.uri().to_owned(),
+            expires_at,
+        })
     }
 
     async fn ping(&self) -> PortResult<()> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(unavailable)?;
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

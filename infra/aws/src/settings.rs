@@ -76,14 +76,20 @@ impl AwsSettings {
 
     /// Reads the settings through `lookup`; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let access_key = get("AWS_ACCESS_KEY");
         let secret_key = get("AWS_SECRET_KEY").map(Secret::new);
         if access_key.is_some() != secret_key.is_some() {
             bail!("set both AWS_ACCESS_KEY and AWS_SECRET_KEY, or neither (to use the default credential chain)");
         }
         Ok(Self {
-            region: get("AWS_REGION_NAME").or_else(|| get("AWS_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            region: get("AWS_REGION_NAME")
+                .or_else(|| get("AWS_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
             access_key,
             secret_key,
             endpoint_url: get("AWS_ENDPOINT_URL"),
@@ -91,7 +97,11 @@ impl AwsSettings {
             s3_endpoint_url: get("AWS_ENDPOINT_URL_S3"),
             dynamodb_endpoint_url: get("AWS_ENDPOINT_URL_DYNAMODB"),
             sqs_queue_prefix: get("SQS_QUEUE_PREFIX").unwrap_or_else(|| "sound-creator-".into()),
-            sqs_visibility_timeout: Duration::from_secs(parse(&get, "SQS_VISIBILITY_TIMEOUT", 120)?),
+            sqs_visibility_timeout: Duration::from_secs(parse(
+                &get,
+                "SQS_VISIBILITY_TIMEOUT",
+                120,
+            )?),
             sqs_max_receive_count: parse(&get, "SQS_MAX_RECEIVE_COUNT", 5)?,
             s3_bucket: get("S3_BUCKET").unwrap_or_else(|| "sound-creator-audio".into()),
             dynamodb_table: get("DYNAMODB_TABLE").unwrap_or_else(|| "sound-creator-tasks".into()),
@@ -109,25 +119,37 @@ impl AwsSettings {
     }
 
     pub fn sqs_endpoint(&self) -> Option<&str> {
-        self.sqs_endpoint_url.as_deref().or(self.endpoint_url.as_deref())
+        self.sqs_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
     }
 
     pub fn s3_endpoint(&self) -> Option<&str> {
-        self.s3_endpoint_url.as_deref().or(self.endpoint_url.as_deref())
+        self.s3_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
     }
 
     pub fn dynamodb_endpoint(&self) -> Option<&str> {
-        self.dynamodb_endpoint_url.as_deref().or(self.endpoint_url.as_deref())
+        self.dynamodb_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
     }
 }
 
-fn parse<T: FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> anyhow::Result<T>
+fn parse<T: FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> anyhow::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     match get(name) {
         None => Ok(default),
-        Some(raw) => raw.parse().with_context(|| format!("{name}={raw:?} is not a valid value")),
+        Some(raw) => raw
+            .parse()
+            .with_context(|| format!("{name}={raw:?} is not a valid value")),
     }
 }
 
@@ -138,21 +160,35 @@ mod tests {
     use super::*;
 
     fn settings(vars: &[(&str, &str)]) -> anyhow::Result<AwsSettings> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         AwsSettings::from_lookup(|name| vars.get(name).cloned())
     }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let s = settings(&[("AWS_ACCESS_KEY", "AKIA1"), ("AWS_SECRET_KEY", "hunter2"), ("POSTGRES_PASSWORD", "pg-pass")])
-            .expect("valid settings");
+        let s = settings(&[
+            ("AWS_ACCESS_KEY", "AKIA1"),
+            ("AWS_SECRET_KEY", "hunter2"),
+            ("POSTGRES_PASSWORD", "pg-pass"),
+        ])
+        .expect("valid settings");
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("pg-pass"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pg-pass"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn per_service_endpoints_override_the_shared_one() {
-        let s = settings(&[("AWS_ENDPOINT_URL", "http://a:1"), ("AWS_ENDPOINT_URL_S3", "http://s3:2")]).expect("valid");
+        let s = settings(&[
+            ("AWS_ENDPOINT_URL", "http://a:1"),
+            ("AWS_ENDPOINT_URL_S3", "http://s3:2"),
+        ])
+        .expect("valid");
         assert_eq!(s.s3_endpoint(), Some("http://s3:2"));
         assert_eq!(s.sqs_endpoint(), Some("http://a:1"));
         assert_eq!(s.dynamodb_endpoint(), Some("http://a:1"));

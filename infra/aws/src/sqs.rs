@@ -18,7 +18,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
-use sound_creator_core::ports::{Backend, BackendError, Delivery, JobQueue, PortResult, QueueDepth, QueueName};
+use sound_creator_core::ports::{
+    Backend, BackendError, Delivery, JobQueue, PortResult, QueueDepth, QueueName,
+};
 
 use crate::{sdk_unavailable, AwsSettings};
 
@@ -50,21 +52,43 @@ impl SqsQueue {
     }
 
     async fn url(&self, queue: QueueName) -> PortResult<String> {
-        if let Some(url) = self.urls.lock().unwrap_or_else(|e| e.into_inner()).get(&queue) {
+        if let Some(url) = self
+            .urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&queue)
+        {
             return Ok(url.clone());
         }
         let name = self.queue_name(queue);
-        let found = self.client.get_queue_url().queue_name(&name).send().await.map_err(|e| {
-            if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) {
-                BackendError::unavailable(Backend::Queue, format!("queue {name} does not exist (run provision)"))
-            } else {
-                sdk_unavailable(Backend::Queue, &e)
-            }
+        let found = self
+            .client
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_queue_does_not_exist())
+                {
+                    BackendError::unavailable(
+                        Backend::Queue,
+                        format!("queue {name} does not exist (run provision)"),
+                    )
+                } else {
+                    sdk_unavailable(Backend::Queue, &e)
+                }
+            })?;
+        let url = found.queue_url.ok_or_else(|| {
+            BackendError::unavailable(
+                Backend::Queue,
+                format!("SQS returned no URL for queue {name}"),
+            )
         })?;
-        let url = found
-            .queue_url
-            .ok_or_else(|| BackendError::unavailable(Backend::Queue, format!("SQS returned no URL for queue {name}")))?;
-        self.urls.lock().unwrap_or_else(|e| e.into_inner()).insert(queue, url.clone());
+        self.urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue, url.clone());
         Ok(url)
     }
 }
@@ -108,7 +132,12 @@ impl JobQueue for SqsQueue {
         Ok(())
     }
 
-    async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> PortResult<Vec<Delivery>> {
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
         let url = self.url(queue).await?;
         let wait = wait.min(MAX_WAIT);
         // The long poll itself may take `wait`: the usual operation timeout
@@ -131,8 +160,12 @@ impl JobQueue for SqsQueue {
             .map_err(unavailable)?;
         let mut deliveries = Vec::new();
         for message in out.messages.unwrap_or_default() {
-            let (Some(message_id), Some(receipt)) = (message.message_id, message.receipt_handle) else {
-                return Err(BackendError::corrupt(Backend::Queue, "SQS returned a message without id or receipt handle"));
+            let (Some(message_id), Some(receipt)) = (message.message_id, message.receipt_handle)
+            else {
+                return Err(BackendError::corrupt(
+                    Backend::Queue,
+                    "SQS returned a message without id or receipt handle",
+                ));
             };
             let receive_count = message
                 .attributes
@@ -140,18 +173,34 @@ impl JobQueue for SqsQueue {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|raw| raw.parse().ok())
                 .unwrap_or(1);
-            deliveries.push(Delivery { message_id, receipt, body: message.body.unwrap_or_default(), receive_count });
+            deliveries.push(Delivery {
+                message_id,
+                receipt,
+                body: message.body.unwrap_or_default(),
+                receive_count,
+            });
         }
         Ok(deliveries)
     }
 
     async fn delete(&self, queue: QueueName, receipt: &str) -> PortResult<()> {
         let url = self.url(queue).await?;
-        self.client.delete_message().queue_url(url).receipt_handle(receipt).send().await.map_err(unavailable)?;
+        self.client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
-    async fn extend_visibility(&self, queue: QueueName, receipt: &str, timeout: Duration) -> PortResult<()> {
+    async fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        timeout: Duration,
+    ) -> PortResult<()> {
         let url = self.url(queue).await?;
         self.client
             .change_message_visibility()
@@ -180,9 +229,12 @@ impl JobQueue for SqsQueue {
         let count = |name: QueueAttributeName| -> PortResult<u64> {
             match attributes.get(&name) {
                 None => Ok(0),
-                Some(raw) => raw
-                    .parse()
-                    .map_err(|_| BackendError::corrupt(Backend::Queue, format!("{name:?} is not a number: {raw:?}"))),
+                Some(raw) => raw.parse().map_err(|_| {
+                    BackendError::corrupt(
+                        Backend::Queue,
+                        format!("{name:?} is not a number: {raw:?}"),
+                    )
+                }),
             }
         };
         Ok(QueueDepth {

@@ -23,9 +23,18 @@ async fn an_inserted_task_reads_back_equal() {
     let tasks = store(&settings).await;
     let task = common::task(&Tenant::new("marketplace"), 2);
 
-    assert_eq!(tasks.insert(&task).await.expect("insert"), Inserted::Created);
+    assert_eq!(
+        tasks.insert(&task).await.expect("insert"),
+        Inserted::Created
+    );
     assert_eq!(tasks.get(&task.id).await.expect("get"), Some(task.clone()));
-    assert_eq!(tasks.get(&common::task(&task.tenant, 1).id).await.expect("get"), None);
+    assert_eq!(
+        tasks
+            .get(&common::task(&task.tenant, 1).id)
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -36,7 +45,10 @@ async fn inserting_the_same_task_twice_returns_the_stored_one() {
     tasks.insert(&task).await.expect("insert");
     let mut retried = task.clone();
     retried.progress = 0.5;
-    assert_eq!(tasks.insert(&retried).await.expect("insert again"), Inserted::Existing(task));
+    assert_eq!(
+        tasks.insert(&retried).await.expect("insert again"),
+        Inserted::Existing(task)
+    );
 }
 
 #[tokio::test]
@@ -81,7 +93,10 @@ async fn of_two_concurrent_replaces_of_one_version_exactly_one_wins() {
                 tokio::spawn(async move { tasks.replace(&b, 1).await })
             }
         );
-        let (wa, wb) = (ra.expect("join").expect("replace a"), rb.expect("join").expect("replace b"));
+        let (wa, wb) = (
+            ra.expect("join").expect("replace a"),
+            rb.expect("join").expect("replace b"),
+        );
         assert!(wa ^ wb, "exactly one must win, got a={wa} b={wb}");
         let stored = tasks.get(&task.id).await.expect("get").expect("exists");
         assert_eq!(stored, if wa { a } else { b });
@@ -117,15 +132,25 @@ async fn racing_submits_with_one_idempotency_key_create_exactly_one_task() {
         }
     }
     assert_eq!(created.len(), 1, "exactly one insert creates the task");
-    assert!(existing.iter().all(|t| t.id == created[0].id), "every other insert gets the created task back");
+    assert!(
+        existing.iter().all(|t| t.id == created[0].id),
+        "every other insert gets the created task back"
+    );
     for loser in attempts.iter().filter(|t| t.id != created[0].id) {
-        assert_eq!(tasks.get(&loser.id).await.expect("get"), None, "a losing insert stored nothing");
+        assert_eq!(
+            tasks.get(&loser.id).await.expect("get"),
+            None,
+            "a losing insert stored nothing"
+        );
     }
 
     // Another tenant's key is its own.
     let mut other = common::task(&Tenant::new("other-client"), 1);
     other.idempotency_key = Some("order-17".into());
-    assert_eq!(tasks.insert(&other).await.expect("insert"), Inserted::Created);
+    assert_eq!(
+        tasks.insert(&other).await.expect("insert"),
+        Inserted::Created
+    );
 }
 
 #[tokio::test]
@@ -134,10 +159,23 @@ async fn a_retained_task_carries_its_expiry_as_the_ttl_attribute() {
     let tasks = store(&settings).await;
     let mut task = common::task(&Tenant::new("marketplace"), 1);
     tasks.insert(&task).await.expect("insert");
-    let item = tasks.raw_item(&task.id).await.expect("raw").expect("exists");
-    assert!(!item.contains_key(TTL_ATTRIBUTE), "no expiry while the task is not final");
-    assert_eq!(item.get("status"), Some(&AttributeValue::S("queued".into())));
-    assert_eq!(item.get("tenant"), Some(&AttributeValue::S("marketplace".into())));
+    let item = tasks
+        .raw_item(&task.id)
+        .await
+        .expect("raw")
+        .expect("exists");
+    assert!(
+        !item.contains_key(TTL_ATTRIBUTE),
+        "no expiry while the task is not final"
+    );
+    assert_eq!(
+        item.get("status"),
+        Some(&AttributeValue::S("queued".into()))
+    );
+    assert_eq!(
+        item.get("tenant"),
+        Some(&AttributeValue::S("marketplace".into()))
+    );
     assert_eq!(item.get("version"), Some(&AttributeValue::N("1".into())));
 
     let until = Utc::now() + ChronoDuration::days(7);
@@ -145,8 +183,15 @@ async fn a_retained_task_carries_its_expiry_as_the_ttl_attribute() {
     task.retain_until = Some(until);
     task.version = 2;
     assert!(tasks.replace(&task, 1).await.expect("replace"));
-    let item = tasks.raw_item(&task.id).await.expect("raw").expect("exists");
-    assert_eq!(item.get(TTL_ATTRIBUTE), Some(&AttributeValue::N(until.timestamp().to_string())));
+    let item = tasks
+        .raw_item(&task.id)
+        .await
+        .expect("raw")
+        .expect("exists");
+    assert_eq!(
+        item.get(TTL_ATTRIBUTE),
+        Some(&AttributeValue::N(until.timestamp().to_string()))
+    );
 
     let sdk = sdk_config(&settings).await;
     let ttl = sound_creator_aws::dynamodb::client(&sdk, &settings)
@@ -183,5 +228,8 @@ async fn a_stored_document_that_does_not_parse_is_reported_as_corrupt() {
 async fn ping_fails_for_a_missing_table() {
     let settings = common::settings();
     let tasks = DynamoTasks::new(&sdk_config(&settings).await, &settings);
-    assert!(matches!(tasks.ping().await, Err(BackendError::Unavailable { .. })));
+    assert!(matches!(
+        tasks.ping().await,
+        Err(BackendError::Unavailable { .. })
+    ));
 }

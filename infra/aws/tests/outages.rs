@@ -23,7 +23,9 @@ static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_
 
 async fn fails_fast<T: std::fmt::Debug>(what: &str, call: impl Future<Output = PortResult<T>>) {
     let started = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(30), call).await.unwrap_or_else(|_| panic!("{what} hung"));
+    let result = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"));
     let elapsed = started.elapsed();
     match result {
         Err(BackendError::Unavailable { message, .. }) => {
@@ -65,17 +67,33 @@ async fn redis_down_is_unavailable_at_once_and_the_cache_recovers_by_itself() {
     let _outage = ONE_OUTAGE_AT_A_TIME.lock().await;
     let (_, b) = backends().await;
     let task = common::task(&Tenant::new("marketplace"), 1);
-    b.cache.put_final(&task, Duration::from_secs(60)).await.expect("put while up");
+    b.cache
+        .put_final(&task, Duration::from_secs(60))
+        .await
+        .expect("put while up");
 
     common::backend("redis", "stop");
     fails_fast("cache get", b.cache.get_final(&task.id)).await;
-    fails_fast("cache put", b.cache.put_final(&task, Duration::from_secs(60))).await;
+    fails_fast(
+        "cache put",
+        b.cache.put_final(&task, Duration::from_secs(60)),
+    )
+    .await;
     fails_fast("cache ping", b.cache.ping()).await;
 
     common::backend("redis", "start");
     recovers("cache ping", || b.cache.ping()).await;
-    b.cache.put_final(&task, Duration::from_secs(60)).await.expect("put after restart");
-    assert_eq!(b.cache.get_final(&task.id).await.expect("get after restart"), Some(task));
+    b.cache
+        .put_final(&task, Duration::from_secs(60))
+        .await
+        .expect("put after restart");
+    assert_eq!(
+        b.cache
+            .get_final(&task.id)
+            .await
+            .expect("get after restart"),
+        Some(task)
+    );
 }
 
 #[tokio::test]
@@ -87,7 +105,13 @@ async fn postgres_down_is_unavailable_at_once_and_stats_recover_by_themselves() 
     task.status = sound_creator_core::task::TaskStatus::Canceled;
     let row = sound_creator_core::ports::StatsRow::of(&task);
     b.stats.record(&row).await.expect("record while up");
-    let query = StatsQuery { tenant, user_id: None, from: None, to: None, recent_limit: 5 };
+    let query = StatsQuery {
+        tenant,
+        user_id: None,
+        from: None,
+        to: None,
+        recent_limit: 5,
+    };
 
     common::backend("postgres", "stop");
     fails_fast("stats record", b.stats.record(&row)).await;
@@ -96,7 +120,11 @@ async fn postgres_down_is_unavailable_at_once_and_stats_recover_by_themselves() 
     common::backend("postgres", "start");
     recovers("stats ping", || b.stats.ping()).await;
     b.stats.record(&row).await.expect("record after restart");
-    assert_eq!(b.stats.summarize(&query).await.expect("summary").requests, 1, "data survived the restart");
+    assert_eq!(
+        b.stats.summarize(&query).await.expect("summary").requests,
+        1,
+        "data survived the restart"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +138,11 @@ async fn the_aws_emulator_down_is_unavailable_at_once_and_the_clients_recover_by
 
     common::backend("moto", "stop");
     fails_fast("queue send", b.queue.send(music, "x", Duration::ZERO)).await;
-    fails_fast("queue receive", b.queue.receive(music, 1, Duration::from_secs(1))).await;
+    fails_fast(
+        "queue receive",
+        b.queue.receive(music, 1, Duration::from_secs(1)),
+    )
+    .await;
     fails_fast("queue depth", b.queue.depth(music)).await;
     fails_fast("task insert", b.tasks.insert(&task)).await;
     fails_fast("task get", b.tasks.get(&task.id)).await;
@@ -121,7 +153,45 @@ async fn the_aws_emulator_down_is_unavailable_at_once_and_the_clients_recover_by
     common::backend("moto", "start");
     provision(&settings).await.expect("provision after restart");
     recovers("queue depth", || b.queue.depth(music)).await;
-    b.queue.send(music, "x", Duration::ZERO).await.expect("send after restart");
+    b.queue
+        .send(music, "x", Duration::ZERO)
+        .await
+        .expect("send after restart");
     recovers("task insert", || b.tasks.insert(&task)).await;
-    b.blobs.put("k", vec![1], "audio/wav").await.expect("blob put after restart");
+    b.blobs
+        .put("k", vec![1], "audio/wav")
+        .await
+        .expect("blob put after restart");
+}
+
+/// A hung server (accepts connections, never answers) is cut off by the
+/// operation timeout instead of holding the caller.
+#[tokio::test]
+async fn a_hung_redis_or_aws_endpoint_times_out_instead_of_hanging() {
+    let _outage = ONE_OUTAGE_AT_A_TIME.lock().await;
+    let mut settings = common::settings();
+    settings.operation_timeout = Duration::from_secs(2);
+    provision(&settings).await.expect("provision");
+    let b = AwsBackends::connect(&settings).await.expect("connect");
+    let music = QueueName::Jobs(ModelFamily::Music);
+    b.cache.ping().await.expect("redis up");
+    b.queue.depth(music).await.expect("moto up");
+
+    common::backend("redis", "pause");
+    common::backend("moto", "pause");
+    let cache = tokio::time::timeout(Duration::from_secs(20), b.cache.ping()).await;
+    let queue = tokio::time::timeout(Duration::from_secs(20), b.queue.depth(music)).await;
+    common::backend("redis", "resume");
+    common::backend("moto", "resume");
+
+    assert!(
+        matches!(cache, Ok(Err(BackendError::Unavailable { .. }))),
+        "cache: {cache:?}"
+    );
+    assert!(
+        matches!(queue, Ok(Err(BackendError::Unavailable { .. }))),
+        "queue: {queue:?}"
+    );
+    recovers("cache ping", || b.cache.ping()).await;
+    recovers("queue depth", || b.queue.depth(music)).await;
 }

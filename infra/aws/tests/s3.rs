@@ -20,19 +20,45 @@ async fn a_stored_clip_downloads_through_its_presigned_url() {
 
     let key = clip_key(&TaskId::generate(), 0, "wav");
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    blobs.put(&key, bytes.clone(), "audio/wav").await.expect("put");
+    blobs
+        .put(&key, bytes.clone(), "audio/wav")
+        .await
+        .expect("put");
     // Idempotent: the same key again leaves one object.
-    blobs.put(&key, bytes.clone(), "audio/wav").await.expect("put again");
+    blobs
+        .put(&key, bytes.clone(), "audio/wav")
+        .await
+        .expect("put again");
 
-    let presigned = blobs.presign_get(&key, Duration::from_secs(300)).await.expect("presign");
-    assert!(presigned.url.contains(&settings.s3_bucket), "path-style URL names the bucket: {}", presigned.url);
-    assert!(presigned.url.contains("X-Amz-Signature"), "{}", presigned.url);
+    let presigned = blobs
+        .presign_get(&key, Duration::from_secs(300))
+        .await
+        .expect("presign");
+    assert!(
+        presigned.url.contains(&settings.s3_bucket),
+        "path-style URL names the bucket: {}",
+        presigned.url
+    );
+    assert!(
+        presigned.url.contains("X-Amz-Signature"),
+        "{}",
+        presigned.url
+    );
     let lifetime = presigned.expires_at - Utc::now();
-    assert!(lifetime.num_seconds() > 290 && lifetime.num_seconds() <= 300, "{lifetime}");
+    assert!(
+        lifetime.num_seconds() > 290 && lifetime.num_seconds() <= 300,
+        "{lifetime}"
+    );
 
     let response = reqwest::get(&presigned.url).await.expect("GET presigned");
     assert!(response.status().is_success(), "{}", response.status());
-    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("audio/wav"));
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("audio/wav")
+    );
     assert_eq!(response.bytes().await.expect("body").to_vec(), bytes);
 }
 
@@ -40,5 +66,8 @@ async fn a_stored_clip_downloads_through_its_presigned_url() {
 async fn ping_fails_for_a_missing_bucket() {
     let settings = common::settings();
     let blobs = S3Blobs::new(&sdk_config(&settings).await, &settings);
-    assert!(matches!(blobs.ping().await, Err(BackendError::Unavailable { .. })));
+    assert!(matches!(
+        blobs.ping().await,
+        Err(BackendError::Unavailable { .. })
+    ));
 }

@@ -9,8 +9,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use chrono::Utc;
 use sound_creator_aws::AwsSettings;
@@ -34,11 +36,19 @@ fn env_file() -> PathBuf {
 /// The variables of the test environment: the process environment when it
 /// has been sourced, else the env file `up.sh` wrote.
 pub fn test_env() -> HashMap<String, String> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_some() && std::env::var_os("SC_TEST_ENV_DIR").is_some() {
+    let path = env_file();
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        && std::env::var_os("SC_TEST_ENV_DIR").is_some()
+    {
+        assert!(
+            path.exists(),
+            "{HOW_TO_START} (this shell sourced {}, which has been torn down since)",
+            path.display()
+        );
         return std::env::vars().collect();
     }
-    let path = env_file();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{HOW_TO_START} (no {})", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{HOW_TO_START} (no {})", path.display()));
     text.lines()
         .filter_map(|line| line.strip_prefix("export "))
         .filter_map(|pair| pair.split_once('='))
@@ -53,11 +63,25 @@ pub fn settings() -> AwsSettings {
 
 pub fn settings_with(overrides: &[(&str, &str)]) -> AwsSettings {
     let mut vars = test_env();
-    let endpoint = vars.get("AWS_ENDPOINT_URL").cloned().unwrap_or_else(|| panic!("{HOW_TO_START} (AWS_ENDPOINT_URL unset)"));
+    let endpoint = vars
+        .get("AWS_ENDPOINT_URL")
+        .cloned()
+        .unwrap_or_else(|| panic!("{HOW_TO_START} (AWS_ENDPOINT_URL unset)"));
     assert!(
         endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
         "refusing to run tests against {endpoint}: only a loopback emulator is allowed"
     );
+    for name in ["SC_TEST_MOTO_PORT", "REDIS_PORT", "POSTGRES_PORT"] {
+        let port: u16 = vars
+            .get(name)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{HOW_TO_START} ({name} unset)"));
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok(),
+            "{HOW_TO_START} (nothing answers on {address} ({name}); did a previous run crash?)"
+        );
+    }
     let unique = unique("t");
     vars.insert("SQS_QUEUE_PREFIX".into(), format!("{unique}-"));
     vars.insert("S3_BUCKET".into(), unique.clone());
@@ -85,7 +109,11 @@ pub fn backend(name: &str, action: &str) {
         .envs(vars.iter().filter(|(k, _)| k.starts_with("SC_TEST_")))
         .status()
         .expect("bash runs");
-    assert!(status.success(), "{} {name} {action} failed", script.display());
+    assert!(
+        status.success(),
+        "{} {name} {action} failed",
+        script.display()
+    );
 }
 
 pub fn task(tenant: &Tenant, samples: u8) -> Task {

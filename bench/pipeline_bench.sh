@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Pipeline benchmark: sound-creator `serve` (embedded: SQLite + local files)
+# against Celery on a Redis broker + result backend running a no-op task, on
+# this machine, loopback only. Prints one markdown table. See bench/PIPELINE.md.
+#
+#   bench/pipeline_bench.sh                 # N=500 tasks, C=16 clients, 5 ms polling
+#   N=1000 C=32 bench/pipeline_bench.sh
+#   SKIP_BUILD=1 ONLY=ours bench/pipeline_bench.sh
+#
+# Settings (environment): N, C, POLL_MS, MODE (poll | generate: how our client
+# learns of completion), BATCHES ("1 8": WORKER_MAX_BATCH values),
+# CELERY_CONCURRENCY ("1 2"), ONLY (ours | celery), SKIP_BUILD=1,
+# RESULTS_JSONL (also keep the raw JSON lines there).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+VENV="$BENCH/.venv-celery"
+N="${N:-500}"
+C="${C:-16}"
+POLL_MS="${POLL_MS:-5}"
+MODE="${MODE:-poll}"
+BATCHES="${BATCHES:-1 8}"
+CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1 2}"
+ONLY="${ONLY:-}"
+RUN_LIMIT_S="${RUN_LIMIT_S:-240}" # per measured run
+
+WORK="$(mktemp -d -t pipeline-bench.XXXXXX)"
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[pipeline-bench] $*" >&2; }
+
+stop() { # stop one process we started, by pid
+  local pid="$1"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ---------------------------------------------------------------- setup
+if ! command -v redis-server >/dev/null; then
+  log "installing redis-server (apt)"
+  apt-get install -y redis-server >&2 || { apt-get update >&2 && apt-get install -y redis-server >&2; }
+fi
+if ! "$VENV/bin/python" -c 'import celery, redis, aiohttp, packaging' 2>/dev/null; then
+  log "creating $VENV (celery, redis, aiohttp)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  "$VENV/bin/pip" install -q celery redis aiohttp packaging >&2
+fi
+PY="$VENV/bin/python"
+
+export LIBTORCH_USE_PYTORCH=1
+export PATH="$ROOT/.venv/bin:$PATH"
+export LD_LIBRARY_PATH="$ROOT/.venv/lib/python3.11/site-packages/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+BIN="$ROOT/target/release/sound-creator"
+if [[ "$ONLY" != "celery" ]]; then
+  if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
+    log "building sound-creator (release; waits if another build holds the lock)"
+    (cd "$ROOT" && cargo build --release -p sound-creator >&2)
+  fi
+  [[ -x "$BIN" ]] || { log "missing $BIN"; exit 1; }
+fi
+
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+
+# ---------------------------------------------------------------- ours
+run_ours() {
+  local batch="$1" dir="$WORK/serve-$1" pid url=""
+  mkdir -p "$dir"
+  MARKETPLACE_TOKEN=bench-token MUSIC_GEN_MODEL="$ROOT/tests/fixtures/tiny-musicgen" MODEL_DEVICE=cpu \
+    WORKER_MAX_BATCH="$batch" RUST_LOG="${RUST_LOG:-warn}" \
+    "$BIN" serve --port 0 --host 127.0.0.1 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 600); do
+    url="$(head -n1 "$dir/stdout" 2>/dev/null | grep -o 'http://[0-9.:]*' || true)"
+    [[ -n "$url" ]] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/stderr" >&2; log "serve exited"; exit 1; }
+    sleep 0.1
+  done
+  [[ -n "$url" ]] || { log "serve did not start in 60 s"; exit 1; }
+  log "sound-creator batch $batch on $url ($MODE)"
+  timeout "$RUN_LIMIT_S" "$PY" "$BENCH/pipeline/load.py" ours --url "$url" --token bench-token \
+    --mode "$MODE" -n "$N" -c "$C" --poll-ms "$POLL_MS" --config "embedded, batch $batch" >>"$RESULTS"
+  stop "$pid"
+}
+
+# ---------------------------------------------------------------- Celery
+run_celery() {
+  local conc="$1" durable="$2" dir="$WORK/celery-$1-$2" port rpid wpid label redis_args
+  mkdir -p "$dir"
+  port="$(free_port)"
+  if [[ "$durable" == "1" ]]; then
+    redis_args=(--appendonly yes --appendfsync everysec)
+    label="concurrency $conc, acks_late + AOF everysec"
+  else
+    redis_args=() # redis-server's defaults: RDB snapshots, no AOF
+    label="concurrency $conc, defaults"
+  fi
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" "${redis_args[@]}" >"$dir/redis.log" 2>&1 &
+  rpid=$!
+  PIDS+=("$rpid")
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  export BENCH_REDIS_URL="redis://127.0.0.1:$port/0" BENCH_ACKS_LATE="$durable"
+  (cd "$BENCH/pipeline" && exec "$VENV/bin/celery" -A celery_app worker --concurrency "$conc" -l WARNING) >"$dir/worker.log" 2>&1 &
+  wpid=$!
+  PIDS+=("$wpid")
+  log "celery $label on redis :$port"
+  # load.py's warm-up tasks wait for the worker to be up.
+  (cd "$BENCH/pipeline" && timeout "$RUN_LIMIT_S" "$PY" load.py celery -n "$N" -c "$C" --poll-ms "$POLL_MS" \
+    --config "$label") >>"$RESULTS"
+  stop "$wpid"
+  stop "$rpid"
+}
+
+if [[ "$ONLY" != "celery" ]]; then
+  for b in $BATCHES; do run_ours "$b"; done
+fi
+if [[ "$ONLY" != "ours" ]]; then
+  for c in $CELERY_CONCURRENCY; do run_celery "$c" 0; done
+  for c in $CELERY_CONCURRENCY; do run_celery "$c" 1; done
+fi
+
+[[ -n "${RESULTS_JSONL:-}" ]] && cp "$RESULTS" "$RESULTS_JSONL"
+
+# ---------------------------------------------------------------- table
+"$PY" - "$RESULTS" "$N" "$C" "$POLL_MS" "$MODE" <<'EOF'
+import json, sys
+path, n, c, poll, mode = sys.argv[1:]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+def durability(r):
+    if r["system"] == "sound-creator":
+        return ("SQLite WAL (synchronous=NORMAL): survives kill -9 of the service; "
+                "at-least-once (message deleted after the result is stored)")
+    if "acks_late" in r["config"]:
+        return "at-least-once (ack after run); Redis AOF: survives Redis restart, power loss drops <= 1 s"
+    return "at-most-once (ack before run: a worker crash loses the task); Redis RDB: a Redis crash loses minutes"
+print(f"N={n} tasks, {c} concurrent clients, completion polled every {poll} ms "
+      f"(sound-creator: {'POST /v1/call + GET /v1/result' if mode == 'poll' else 'POST /v1/generate'})\n")
+print("| system | config | tasks/s | added p50 ms | added p99 ms | durability |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    bad = f" ({r['errors']} errors)" if r.get("errors") else ""
+    print(f"| {r['system']} | {r['config']}{bad} | {r['tasks_per_s']:.0f} | {r['added_p50_ms']:.1f} | "
+          f"{r['added_p99_ms']:.1f} | {durability(r)} |")
+print()
+print("client-observed submit->seen-done p50/p99 ms (includes the polling interval); own time p50 ms:")
+for r in rows:
+    print(f"- {r['system']}, {r['config']}: {r['client_p50_ms']:.1f} / {r['client_p99_ms']:.1f}; own {r['own_p50_ms']:.2f}")
+EOF

@@ -1,0 +1,19 @@
+//! The HTTP API as a Lambda function behind an API Gateway HTTP API
+//! (payload format 2.0): the same axum router as `sound-creator api`, served
+//! by `lambda_http`. Backends are connected once per cold start.
+
+use std::sync::Arc;
+
+use sound_creator_core::service::TaskService;
+use sound_creator_functions::api::{app, AppState};
+use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await.inspect_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
+    })?;
+    let service = Arc::new(TaskService::new(ports, settings));
+    lambda_http::run(app(AppState::new(service, None))).await
+}

@@ -1,0 +1,48 @@
+//! The HTTP API with the AWS backends as a plain server on `APP_API_PORT`,
+//! for containers (docker/Dockerfile.api, the LocalStack compose file, ECS
+//! Fargate): the same router and settings as `api-lambda`, without linking
+//! libtorch as the full `sound-creator` binary does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sound_creator_core::service::TaskService;
+use sound_creator_functions::api::{app, AppState};
+use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await?;
+    let host = std::env::var("BIND_HOST").unwrap_or_else(|_| "0.0.0.0".into());
+    let addr: SocketAddr = format!("{host}:{}", settings.port).parse().context("BIND_HOST is not an IP address")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("Failed to listen on {addr}"))?;
+    tracing::info!(%addr, "API listening");
+    let service = Arc::new(TaskService::new(ports, settings));
+    axum::serve(listener, app(AppState::new(service, None)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the API server failed")?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and ECS send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

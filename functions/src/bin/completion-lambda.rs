@@ -1,0 +1,27 @@
+//! The completion step as a Lambda function: consumes the completions queue
+//! through an SQS event source mapping with `ReportBatchItemFailures`, so
+//! only the records that failed are delivered again.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{service_fn, LambdaEvent};
+use sound_creator_functions::lambda::{handle_completion_batch, init_tracing, FunctionEnvironment};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let environment = Arc::new(FunctionEnvironment::from_env().await.inspect_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "the completion function cannot start");
+    })?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let environment = environment.clone();
+        async move {
+            let response: SqsBatchResponse =
+                handle_completion_batch(&environment.ports, &environment.settings, event.payload).await;
+            Ok::<_, Infallible>(response)
+        }
+    }))
+    .await
+}

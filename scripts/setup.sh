@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building and running sound-creator needs, when missing:
+#  - a Rust toolchain (rustup),
+#  - a C toolchain and pkg-config (apt),
+#  - the Python venv `.venv` with PyTorch 2.13 (the libtorch that `tch` links
+#    against), plus `transformers` for the fixture and benchmark scripts.
+# Then prints the environment to build and run with; source it:
+#   eval "$(bash scripts/setup.sh)"
+# Progress goes to stderr so that stdout stays eval-able.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+log() { echo "[setup] $*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >&2
+}
+
+command -v cc >/dev/null && command -v pkg-config >/dev/null || { log "installing build tools"; apt_install build-essential pkg-config; }
+command -v python3 >/dev/null || { log "installing python3"; apt_install python3 python3-venv python3-pip; }
+if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    log "installing Rust with rustup"
+    command -v curl >/dev/null || apt_install curl ca-certificates
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy -c rustfmt >&2
+fi
+
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
+    [ -x "$VENV/bin/python" ] || { log "creating $VENV"; python3 -m venv "$VENV" >&2 || { apt_install python3-venv; python3 -m venv "$VENV" >&2; }; }
+    log "installing torch==$TORCH_VERSION into $VENV (about 5 GB)"
+    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" >&2
+fi
+"$VENV/bin/python" -c "import transformers, tokenizers, safetensors" 2>/dev/null || {
+    log "installing transformers into $VENV"
+    "$VENV/bin/pip" install -q transformers tokenizers safetensors >&2
+}
+
+TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+cat <<ENV
+export PATH="$VENV/bin:\$HOME/.cargo/bin:\$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export LD_LIBRARY_PATH="$TORCH_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+ENV

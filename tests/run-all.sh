@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: installs what is missing (toolchains, libtorch
+# through pip, redis-server, PostgreSQL, moto), starts the real servers on
+# loopback (tests/env/up.sh), runs the whole workspace's tests against them,
+# the lints, and the deployment files' checks, then tears the servers down.
+#
+#   bash tests/run-all.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+step() { echo; echo "=== $*"; }
+
+step "setup"
+eval "$(bash scripts/setup.sh)"
+
+step "starting redis-server, PostgreSQL and moto on loopback"
+bash tests/env/up.sh
+trap 'bash tests/env/down.sh >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source .data/test-env/env.sh
+
+step "format"
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; else echo "rustfmt not installed; skipping"; fi
+
+step "tests"
+cargo test --workspace --no-fail-fast
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "deployment files"
+if command -v terraform >/dev/null; then
+    CHECKPOINT_DISABLE=1 terraform -chdir=terraform fmt -check -recursive
+else
+    echo "terraform not installed; skipping terraform fmt"
+fi
+if command -v docker-compose >/dev/null; then
+    docker-compose -f localstack/docker-compose.yml config -q
+else
+    echo "docker-compose not installed; skipping the compose file check"
+fi
+echo
+echo "all checks passed"
