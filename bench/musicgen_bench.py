@@ -112,6 +112,7 @@ def step_weight_bytes(model_dir, bytes_per_param=4):
 
 def main():
     skip_small = "--skip-small" in sys.argv
+    load_before = os.getloadavg()
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
 
@@ -135,7 +136,13 @@ def main():
         weight_bytes = step_weight_bytes(SMALL)
         floor = (weight_bytes, bandwidth, weight_bytes / (bandwidth * 1e9) * 1e3)
 
+    load_after = os.getloadavg()
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, clip {SECONDS:.0f} s, batch 1, top_k 250, cfg 3")
+    print(
+        "load average (1/5/15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
+            *load_before, *load_after
+        )
+    )
     print()
     print("| model | ours dtype | ours ms/step | transformers f32 ms/step | speed-up | ours RTF | transformers RTF |")
     print("|---|---|---|---|---|---|---|")

@@ -10,7 +10,8 @@
 # Settings (environment): N, C, POLL_MS, MODE (poll | generate: how our client
 # learns of completion), BATCHES ("1 8": WORKER_MAX_BATCH values),
 # CELERY_CONCURRENCY ("1 2"), ONLY (ours | celery), SKIP_BUILD=1,
-# RESULTS_JSONL (also keep the raw JSON lines there).
+# SOUND_CREATOR_BIN (use this binary, no build), RESULTS_JSONL (also keep
+# the raw JSON lines there).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,9 +70,9 @@ PY="$VENV/bin/python"
 export LIBTORCH_USE_PYTORCH=1
 export PATH="$ROOT/.venv/bin:$PATH"
 export LD_LIBRARY_PATH="$ROOT/.venv/lib/python3.11/site-packages/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-BIN="$ROOT/target/release/sound-creator"
+BIN="${SOUND_CREATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/sound-creator}"
 if [[ "$ONLY" != "celery" ]]; then
-  if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
+  if [[ "${SKIP_BUILD:-0}" != "1" && -z "${SOUND_CREATOR_BIN:-}" ]]; then
     log "building sound-creator (release; waits if another build holds the lock)"
     (cd "$ROOT" && cargo build --release -p sound-creator >&2)
   fi

@@ -109,9 +109,17 @@ async def run_ours(args):
             raise RuntimeError(f"task {task_id} ended {doc['status']}: {doc.get('error')}")
         own = float((doc.get("metrics") or {}).get("inference_ms") or 0)
         done = ts(doc["completed_at"])
+        created = ts(doc["created_at"])
+        started = ts(doc["started_at"]) if doc.get("started_at") else created
         return {
             "added_ms": (done - t_submit) * 1000.0 - own,
-            "server_added_ms": (done - ts(doc["created_at"])) * 1000.0 - own,
+            "server_added_ms": (done - created) * 1000.0 - own,
+            # where the added time goes: submit->created (HTTP + parse),
+            # created->started (queue wait, incl. other tasks' work), and
+            # started->completed minus the generation (worker + completion).
+            "to_created_ms": (created - t_submit) * 1000.0,
+            "queued_ms": (started - created) * 1000.0,
+            "after_start_ms": (done - started) * 1000.0 - own,
             "client_ms": (seen - p0) * 1000.0,
             "own_ms": own,
         }
@@ -138,6 +146,9 @@ async def run_ours(args):
     out["mode"] = args.mode
     out["server_added_p50_ms"] = round(percentile([s["server_added_ms"] for s in samples], 50), 2)
     out["server_added_p99_ms"] = round(percentile([s["server_added_ms"] for s in samples], 99), 2)
+    for part in ("to_created_ms", "queued_ms", "after_start_ms"):
+        out[part.replace("_ms", "_p50_ms")] = round(percentile([s[part] for s in samples], 50), 2)
+        out[part.replace("_ms", "_p99_ms")] = round(percentile([s[part] for s in samples], 99), 2)
     if errors:
         out["first_error"] = errors[0][:300]
     return out

@@ -183,15 +183,19 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_longer_than_the_visibility_timeout_is_not_delivered_twice_while_its_worker_lives() {
-    let deployment = Deployment::new("hb", &[("SQS_VISIBILITY_TIMEOUT", "2")]);
+    // A batch of four 40 s clips in one forward pass: long enough to outlive
+    // a 1 s visibility timeout several times over, even with the tiny model.
+    let deployment = Deployment::new("hb", &[("SQS_VISIBILITY_TIMEOUT", "1"), ("WORKER_MAX_BATCH", "4"), ("MAX_DURATION", "40")]);
     let app = deployment.api();
     let _completion = deployment.completion();
     let one = deployment.worker("worker-a");
     let two = deployment.worker("worker-b");
-    let id = app.submit(&task_body("aws-hb", "longer than the visibility timeout", 10.0)).await;
-    let started = Instant::now();
+    let mut body = task_body("aws-hb", "longer than the visibility timeout", 40.0);
+    body["samples"] = json!(4);
+    let id = app.submit(&body).await;
     let doc = app.wait_final(&id, LONG).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
-    assert!(started.elapsed() > Duration::from_secs(3), "the job outlived the 2 s visibility timeout");
-    assert_eq!(generations(&[one.log_text(), two.log_text()], &id), 1, "the heartbeat kept it from a second worker");
+    let inference_ms = doc["metrics"]["inference_ms"].as_u64().unwrap();
+    assert!(inference_ms > 1500, "the job ({inference_ms} ms) outlived the 1 s visibility timeout");
+    assert_eq!(generations(&[one.log_text(), two.log_text()], &id), 4, "each of the 4 jobs ran once: the heartbeat kept them from a second worker");
 }

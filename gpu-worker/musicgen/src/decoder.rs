@@ -18,6 +18,7 @@
 use tch::{nn, Device, Kind, TchError, Tensor};
 
 use crate::config::MusicgenDecoderConfig;
+use crate::gemv;
 
 /// A bias-optional linear layer whose variables are named `weight`/`bias`
 /// like `torch.nn.Linear`. Zero-initialised: every value comes from the
@@ -38,16 +39,20 @@ impl Linear {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         let size = xs.size();
         let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-        // On the CPU, MKL's f32 GEMM takes a slow path for a handful of rows
-        // on non-Intel processors (measured 12x slower than GEMV on the
-        // benchmark's AMD EPYC); a decoding step has one row per clip and
-        // guidance half, so it goes through matrix-vector products instead.
-        // Small matrices stay in cache, where one GEMM call is cheaper.
+        // A decoding step has one row per clip and guidance half. For f32 on
+        // the CPU, libtorch would either take MKL's slow small-M SGEMM path
+        // (12x slower than GEMV on the benchmark's AMD EPYC) or, one GEMV per
+        // row, read the weights once per row; `gemv` reads them once.
+        // Small matrices stay in cache, where one libtorch call is cheaper.
         let large = self.weight.numel() >= MIN_GEMV_WEIGHTS;
-        if large && rows <= MAX_GEMV_ROWS && xs.device() == Device::Cpu && self.weight.kind() == Kind::Float {
-            let flat = xs.f_reshape([rows, -1])?;
-            let outs = (0..rows).map(|r| self.weight.f_mv(&flat.f_get(r)?)).collect::<Result<Vec<_>, _>>()?;
-            let mut out = Tensor::f_stack(&outs, 0)?;
+        if large
+            && rows <= gemv::MAX_ROWS as i64
+            && xs.device() == Device::Cpu
+            && xs.kind() == Kind::Float
+            && self.weight.kind() == Kind::Float
+        {
+            let flat = xs.f_reshape([rows, -1])?.f_contiguous()?;
+            let mut out = gemv::linear(&flat, &self.weight)?;
             if let Some(bias) = &self.bias {
                 out = out.f_add(bias)?;
             }
@@ -61,10 +66,42 @@ impl Linear {
     }
 }
 
-/// Up to this many rows, f32 linear layers on the CPU use GEMV (see above).
-const MAX_GEMV_ROWS: i64 = 8;
-/// ... and only for weights at least this large (512 x 512).
+/// f32 linear layers on the CPU use `gemv` for weights at least this large
+/// (512 x 512).
 const MIN_GEMV_WEIGHTS: usize = 1 << 18;
+
+/// Runs libtorch's CPU ops on the calling thread only until dropped.
+///
+/// A decoding step of a few rows is a chain of some thousand tiny ops, and
+/// libtorch opens an OpenMP parallel region for many of them (a layer norm
+/// over 2 rows, say). Each region wakes the other threads and waits for them
+/// at a barrier; when another process holds a core, that wait lasts a
+/// scheduler time slice. On the benchmark's 2-core machine with other builds
+/// running this made a musicgen-small step 12x slower (2.4 s instead of
+/// 0.2 s). The large matrix products that do gain from threads go through
+/// [`gemv`], which has its own thread pool.
+#[derive(Debug)]
+pub struct IntraOpThreads {
+    previous: i32,
+}
+
+impl IntraOpThreads {
+    pub fn one() -> Self {
+        let previous = tch::get_num_threads();
+        if previous != 1 {
+            tch::set_num_threads(1);
+        }
+        Self { previous }
+    }
+}
+
+impl Drop for IntraOpThreads {
+    fn drop(&mut self) {
+        if self.previous != 1 {
+            tch::set_num_threads(self.previous);
+        }
+    }
+}
 
 /// `torch.nn.LayerNorm` (weight and bias, eps 1e-5).
 #[derive(Debug)]
@@ -353,6 +390,7 @@ impl MusicgenDecoder {
             return Err(TchError::Kind(format!("decoder state holds {} positions, asked for {}", state.capacity, start + l)));
         }
         let codes = codes.f_to_device(device)?;
+        let _threads = (device == Device::Cpu && b * l <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
         let mut xs = Tensor::f_zeros([b, l, self.cfg.hidden_size], (kind, device))?;
         for (k, table) in self.embed_tokens.iter().enumerate() {
             let ids = codes.f_select(1, k as i64)?;

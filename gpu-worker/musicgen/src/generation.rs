@@ -18,7 +18,7 @@
 use tch::{nn, Kind, TchError, Tensor};
 
 use crate::config::MusicgenConfig;
-use crate::decoder::{Linear, MusicgenDecoder};
+use crate::decoder::{IntraOpThreads, Linear, MusicgenDecoder};
 use crate::encodec::EncodecDecoder;
 use crate::sampling::{guide, select, Decoding, SplitMix64};
 use crate::t5::T5Encoder;
@@ -210,6 +210,8 @@ impl MusicgenModel {
         let mut rng = options.seed.map(SplitMix64::new).unwrap_or_else(SplitMix64::from_entropy);
         let total = pattern.steps() as usize;
         let mut current = sequence.f_narrow(2, 0, 1)?;
+        // The sampling ops of a step are as small as the decoder's.
+        let _threads = (device == tch::Device::Cpu).then(IntraOpThreads::one);
         for position in 1..pattern.length {
             let input = if guided { Tensor::f_cat(&[&current, &current], 0)? } else { current.shallow_clone() };
             let logits = self.decoder.forward(&input, &mut state)?; // [b', K, 1, V]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod decoder;
 pub mod encodec;
 pub mod engine;
+pub mod gemv;
 pub mod generation;
 pub mod hub;
 pub mod sampling;

@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             "rtf": total / seconds,
             "load_s": load_s,
             "threads": tch::get_num_threads(),
+            "gemv_threads": rayon::current_num_threads(),
         })
     );
     Ok(())
