@@ -106,7 +106,7 @@ run_ours() {
 
 # ---------------------------------------------------------------- Celery
 run_celery() {
-  local conc="$1" durable="$2" dir="$WORK/celery-$1-$2" port rpid wpid label redis_args
+  local conc="$1" durable="$2" work_ms="${3:-0}" dir="$WORK/celery-$1-$2-${3:-0}" port rpid wpid label redis_args
   mkdir -p "$dir"
   port="$(free_port)"
   if [[ "$durable" == "1" ]]; then
@@ -115,6 +115,9 @@ run_celery() {
   else
     redis_args=() # redis-server's defaults: RDB snapshots, no AOF
     label="concurrency $conc, defaults"
+  fi
+  if [[ "$work_ms" != "0" ]]; then
+    label="$label, $work_ms ms CPU work per task (= our generation)"
   fi
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" "${redis_args[@]}" >"$dir/redis.log" 2>&1 &
   rpid=$!
@@ -130,7 +133,7 @@ run_celery() {
   log "celery $label on redis :$port"
   # load.py's warm-up tasks wait for the worker to be up.
   (cd "$BENCH/pipeline" && timeout "$RUN_LIMIT_S" "$PY" load.py celery -n "$N" -c "$C" --poll-ms "$POLL_MS" \
-    --config "$label") >>"$RESULTS"
+    --work-ms "$work_ms" --config "$label") >>"$RESULTS"
   stop "$wpid"
   stop "$rpid"
 }
@@ -141,6 +144,13 @@ fi
 if [[ "$ONLY" != "ours" ]]; then
   for c in $CELERY_CONCURRENCY; do run_celery "$c" 0; done
   for c in $CELERY_CONCURRENCY; do run_celery "$c" 1; done
+  # The same no-op plus the CPU time our batch-1 generation took (its own
+  # p50), so both sides do the same per-task work.
+  own="$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["config"] == "embedded, batch 1": print(round(r["own_p50_ms"]))' "$RESULTS")"
+  if [[ -n "$own" && "$own" != "0" ]]; then run_celery 1 1 "$own"; fi
 fi
 
 [[ -n "${RESULTS_JSONL:-}" ]] && cp "$RESULTS" "$RESULTS_JSONL"
@@ -168,5 +178,9 @@ for r in rows:
 print()
 print("client-observed submit->seen-done p50/p99 ms (includes the polling interval); own time p50 ms:")
 for r in rows:
-    print(f"- {r['system']}, {r['config']}: {r['client_p50_ms']:.1f} / {r['client_p99_ms']:.1f}; own {r['own_p50_ms']:.2f}")
+    extra = ""
+    if "queued_p50_ms" in r:
+        extra = (f"; waiting in the queue p50 {r['queued_p50_ms']:.1f}, pipeline after start "
+                 f"(minus generation) p50/p99 {r['after_start_p50_ms']:.1f} / {r['after_start_p99_ms']:.1f}")
+    print(f"- {r['system']}, {r['config']}: {r['client_p50_ms']:.1f} / {r['client_p99_ms']:.1f}; own {r['own_p50_ms']:.2f}{extra}")
 EOF

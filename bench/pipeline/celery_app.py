@@ -35,9 +35,11 @@ if ACKS_LATE:
 
 @app.task(name="bench.noop")
 def noop(prompt, work_ms=0.0):
-    """Stands in for a generation: does nothing (or sleeps `work_ms`) and
-    reports its own time, like our result's `metrics.inference_ms`."""
+    """Stands in for a generation: does nothing (or keeps a CPU busy for
+    `work_ms`, as a CPU generation does) and reports its own time, like our
+    result's `metrics.inference_ms`."""
     started = time.perf_counter()
-    if work_ms:
-        time.sleep(work_ms / 1000.0)
+    until = started + work_ms / 1000.0
+    while time.perf_counter() < until:
+        pass
     return {"inference_ms": (time.perf_counter() - started) * 1000.0, "prompt_len": len(prompt)}

@@ -25,22 +25,41 @@ pub struct Backends {
     pub label: &'static str,
 }
 
-pub async fn connect(kind: BackendKind, data_dir: &Path, public_base_url: &str, settings: &Settings) -> anyhow::Result<Backends> {
-    let callbacks: Arc<dyn CallbackSender> =
-        Arc::new(HttpCallbackSender::new(settings.callback_timeout).context("cannot build the HTTP client for callbacks")?);
+pub async fn connect(
+    kind: BackendKind,
+    data_dir: &Path,
+    public_base_url: &str,
+    settings: &Settings,
+) -> anyhow::Result<Backends> {
+    let callbacks: Arc<dyn CallbackSender> = Arc::new(
+        HttpCallbackSender::new(settings.callback_timeout)
+            .context("cannot build the HTTP client for callbacks")?,
+    );
     match kind {
         BackendKind::Embedded => {
-            let options = EmbeddedOptions { public_base_url: public_base_url.to_owned(), ..EmbeddedOptions::default() };
+            let options = EmbeddedOptions {
+                public_base_url: public_base_url.to_owned(),
+                ..EmbeddedOptions::default()
+            };
             let visibility_timeout = options.visibility_timeout;
             let store = EmbeddedStore::open(data_dir, options)
                 .await
-                .with_context(|| format!("cannot open the embedded store in {}", data_dir.display()))?;
+                .with_context(|| {
+                    format!("cannot open the embedded store in {}", data_dir.display())
+                })?;
             let downloads: Arc<dyn SignedDownloads> = store.blobs();
-            Ok(Backends { ports: store.ports(callbacks), downloads: Some(downloads), visibility_timeout, label: "embedded" })
+            Ok(Backends {
+                ports: store.ports(callbacks),
+                downloads: Some(downloads),
+                visibility_timeout,
+                label: "embedded",
+            })
         }
         BackendKind::Aws => {
             let aws = AwsSettings::from_env().context("invalid AWS settings")?;
-            let backends = AwsBackends::connect(&aws).await.context("cannot connect the AWS backends")?;
+            let backends = AwsBackends::connect(&aws)
+                .await
+                .context("cannot connect the AWS backends")?;
             let ports = Ports {
                 tasks: backends.tasks,
                 queue: backends.queue,
@@ -49,7 +68,12 @@ pub async fn connect(kind: BackendKind, data_dir: &Path, public_base_url: &str, 
                 blobs: backends.blobs,
                 callbacks,
             };
-            Ok(Backends { ports, downloads: None, visibility_timeout: aws.sqs_visibility_timeout, label: "aws" })
+            Ok(Backends {
+                ports,
+                downloads: None,
+                visibility_timeout: aws.sqs_visibility_timeout,
+                label: "aws",
+            })
         }
     }
 }
@@ -59,6 +83,9 @@ pub async fn connect(kind: BackendKind, data_dir: &Path, public_base_url: &str, 
 pub async fn provision() -> anyhow::Result<()> {
     let aws = AwsSettings::from_env().context("invalid AWS settings")?;
     sound_creator_aws::provision(&aws).await?;
-    println!("provisioned queues, bucket {} and table {}", aws.s3_bucket, aws.dynamodb_table);
+    println!(
+        "provisioned queues, bucket {} and table {}",
+        aws.s3_bucket, aws.dynamodb_table
+    );
     Ok(())
 }

@@ -19,7 +19,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sound_creator_core::task::ModelFamily;
 
 #[derive(Parser, Debug)]
-#[command(name = "sound-creator", version, about = "Text to music and sound effects with MusicGen and AudioGen, as a job runner.")]
+#[command(
+    name = "sound-creator",
+    version,
+    about = "Text to music and sound effects with MusicGen and AudioGen, as a job runner."
+)]
 pub struct Cli {
     /// Log JSON lines instead of text.
     #[arg(long, global = true, env = "LOG_JSON")]
@@ -89,14 +93,17 @@ pub struct WorkerArgs {
 }
 
 fn parse_family(raw: &str) -> Result<ModelFamily, String> {
-    ModelFamily::parse(raw).ok_or_else(|| format!("{raw:?} is not a model family; use music or audio"))
+    ModelFamily::parse(raw)
+        .ok_or_else(|| format!("{raw:?} is not a model family; use music or audio"))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => sound_creator_musicgen::cli::run_generate(&args),
         command => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async move {
                 match command {
                     Command::Serve(args) => server::serve(args, server::Parts::All).await,

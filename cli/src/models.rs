@@ -48,7 +48,11 @@ pub fn model_variable(family: ModelFamily) -> &'static str {
     }
 }
 
-pub fn load_generator(family: ModelFamily, settings: &Settings, args: &ModelArgs) -> anyhow::Result<Arc<dyn AudioGenerator>> {
+pub fn load_generator(
+    family: ModelFamily,
+    settings: &Settings,
+    args: &ModelArgs,
+) -> anyhow::Result<Arc<dyn AudioGenerator>> {
     let model = match family {
         ModelFamily::Music => &settings.music_gen_model,
         ModelFamily::Audio => &settings.audio_gen_model,

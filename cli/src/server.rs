@@ -34,7 +34,9 @@ fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
                 Ok(term) => term,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops the service");
@@ -68,7 +70,8 @@ pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
     if parts == Parts::All {
         for family in settings.deployed.iter().copied() {
             let (s, m) = (settings.clone(), args.model.clone());
-            let generator = tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
+            let generator =
+                tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
             generators.push((family, generator));
         }
     }
@@ -78,8 +81,17 @@ pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
     let bound = listener.local_addr()?;
-    let public_base_url = args.public_base_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{}", bound.port()));
-    let backends = backends::connect(args.backend.backend, &args.backend.data_dir, &public_base_url, &settings).await?;
+    let public_base_url = args
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", bound.port()));
+    let backends = backends::connect(
+        args.backend.backend,
+        &args.backend.data_dir,
+        &public_base_url,
+        &settings,
+    )
+    .await?;
 
     let shutdown = shutdown_on_signal();
     let mut loops = tokio::task::JoinSet::new();
@@ -101,7 +113,10 @@ pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
     let router = app(AppState::new(service, backends.downloads.clone()));
     // The first line on stdout says where to reach the service (tests and
     // scripts read it to learn the port when --port 0 was given).
-    println!("sound-creator listening on http://{bound} ({} backends)", backends.label);
+    println!(
+        "sound-creator listening on http://{bound} ({} backends)",
+        backends.label
+    );
     let stop = shutdown.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -116,19 +131,30 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let settings = settings()?;
     let (s, m, family) = (settings.clone(), args.model.clone(), args.family);
     let generator = tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
-    let backends = backends::connect(args.backend.backend, &args.backend.data_dir, "http://127.0.0.1", &settings).await?;
+    let backends = backends::connect(
+        args.backend.backend,
+        &args.backend.data_dir,
+        "http://127.0.0.1",
+        &settings,
+    )
+    .await?;
     let mut config = WorkerConfig::new(args.family);
     config.max_batch = args.model.max_batch.max(1);
     config.visibility_timeout = backends.visibility_timeout;
     let shutdown = shutdown_on_signal();
-    Worker::new(backends.ports, settings, generator, config).run(shutdown.cancelled_owned()).await;
+    Worker::new(backends.ports, settings, generator, config)
+        .run(shutdown.cancelled_owned())
+        .await;
     Ok(())
 }
 
 pub async fn completion(args: BackendArgs) -> anyhow::Result<()> {
     let settings = settings()?;
-    let backends = backends::connect(args.backend, &args.data_dir, "http://127.0.0.1", &settings).await?;
+    let backends =
+        backends::connect(args.backend, &args.data_dir, "http://127.0.0.1", &settings).await?;
     let shutdown = shutdown_on_signal();
-    CompletionLoop::new(backends.ports, settings).run(shutdown.cancelled_owned()).await;
+    CompletionLoop::new(backends.ports, settings)
+        .run(shutdown.cancelled_owned())
+        .await;
     Ok(())
 }

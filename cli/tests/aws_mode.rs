@@ -8,7 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{music, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, CallbackReceiver, Process, TOKEN};
+use common::{
+    music, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, CallbackReceiver,
+    Process, TOKEN,
+};
 use serde_json::{json, Value};
 use sound_creator_core::audio::decode_wav;
 
@@ -39,33 +42,61 @@ impl Deployment {
             env.retain(|(name, _)| name != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let deployment = Deployment { env, dir: tempfile::tempdir().expect("tempdir") };
+        let deployment = Deployment {
+            env,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
         run_to_end(&["provision"], &deployment.env_refs());
         deployment
     }
 
     fn env_refs(&self) -> Vec<(&str, &str)> {
-        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     fn api(&self) -> App {
-        App::spawn_full("api", &["--backend", "aws"], self.dir.path(), &self.env_refs())
+        App::spawn_full(
+            "api",
+            &["--backend", "aws"],
+            self.dir.path(),
+            &self.env_refs(),
+        )
     }
 
     fn serve(&self) -> App {
-        App::spawn_full("serve", &["--backend", "aws"], self.dir.path(), &self.env_refs())
+        App::spawn_full(
+            "serve",
+            &["--backend", "aws"],
+            self.dir.path(),
+            &self.env_refs(),
+        )
     }
 
     fn worker(&self, name: &str) -> Process {
-        Process::spawn(&["worker", "--backend", "aws", "--family", "music"], &self.env_refs(), self.dir.path().join(format!("{name}.log")))
+        Process::spawn(
+            &["worker", "--backend", "aws", "--family", "music"],
+            &self.env_refs(),
+            self.dir.path().join(format!("{name}.log")),
+        )
     }
 
     fn completion(&self) -> Process {
-        Process::spawn(&["completion", "--backend", "aws"], &self.env_refs(), self.dir.path().join("completion.log"))
+        Process::spawn(
+            &["completion", "--backend", "aws"],
+            &self.env_refs(),
+            self.dir.path().join("completion.log"),
+        )
     }
 
     fn var(&self, name: &str) -> String {
-        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -78,18 +109,26 @@ fn task_body(user: &str, prompt: &str, duration: f64) -> Value {
 async fn wait_stats(app: &App, user: &str, requests: u64) -> Value {
     let deadline = Instant::now() + LONG;
     loop {
-        let (status, _, stats) = app.get(&format!("/v1/stats?user_id={user}"), Some(TOKEN)).await;
+        let (status, _, stats) = app
+            .get(&format!("/v1/stats?user_id={user}"), Some(TOKEN))
+            .await;
         if status == StatusCode::OK && stats["requests"] == requests {
             return stats;
         }
-        assert!(Instant::now() < deadline, "stats for {user} never reached {requests}: {status} {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "stats for {user} never reached {requests}: {status} {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Counts the worker log lines that start generating `task_id`.
 fn generations(logs: &[String], task_id: &str) -> usize {
-    logs.iter().flat_map(|l| l.lines()).filter(|l| l.contains("generating") && l.contains(task_id)).count()
+    logs.iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| l.contains("generating") && l.contains(task_id))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,12 +138,25 @@ async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
     let (status, _, health) = app.get("/health", None).await;
     assert_eq!(status, StatusCode::OK, "{health}");
 
-    let id = app.submit(&task_body("aws-e2e", "through every backend", 0.5)).await;
+    let id = app
+        .submit(&task_body("aws-e2e", "through every backend", 0.5))
+        .await;
     let doc = app.wait_final(&id, LONG).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     let url = doc["outputs"][0]["url"].as_str().unwrap();
-    assert!(url.contains(&deployment.var("S3_BUCKET")), "an S3 presigned URL: {url}");
-    let bytes = app.client.get(url).send().await.unwrap().bytes().await.unwrap();
+    assert!(
+        url.contains(&deployment.var("S3_BUCKET")),
+        "an S3 presigned URL: {url}"
+    );
+    let bytes = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let (header, samples) = decode_wav(&bytes).unwrap();
     assert_eq!(header.sample_rate, 32000);
     assert!(samples.iter().any(|s| *s != 0));
@@ -114,13 +166,25 @@ async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
 
     // The final result in Redis expires (FINAL_CACHE_TTL=2 s); the result is
     // still served, from the task record in DynamoDB.
-    let redis = redis::Client::open(format!("redis://127.0.0.1:{}/", std::env::var("REDIS_PORT").unwrap())).unwrap();
+    let redis = redis::Client::open(format!(
+        "redis://127.0.0.1:{}/",
+        std::env::var("REDIS_PORT").unwrap()
+    ))
+    .unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let key = format!("sound-creator:final:{id}");
-    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(exists, "the final result is cached in Redis");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(!exists, "the cached result expired");
     let (status, _, again) = app.get(&format!("/v1/result/{id}"), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
@@ -129,7 +193,8 @@ async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_one_stats_row_one_callback() {
+async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_one_stats_row_one_callback(
+) {
     let receiver = CallbackReceiver::start(0).await;
     let deployment = Deployment::new("dup", &[("MARKETPLACE_CALLBACK", receiver.url.as_str())]);
     let app = deployment.api();
@@ -138,7 +203,9 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
 
     // A worker killed mid-job: its message reappears after the visibility
     // timeout and another worker finishes the task.
-    let killed = app.submit(&task_body("aws-dup", "killed mid job", 10.0)).await;
+    let killed = app
+        .submit(&task_body("aws-dup", "killed mid job", 10.0))
+        .await;
     app.wait_status(&killed, "running", LONG).await;
     first.kill();
     let second = deployment.worker("worker-2");
@@ -146,21 +213,39 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["outputs"].as_array().unwrap().len(), 1);
     let logs = [first.log_text(), second.log_text()];
-    assert_eq!(generations(&logs, &killed), 2, "started once, then again after the kill");
+    assert_eq!(
+        generations(&logs, &killed),
+        2,
+        "started once, then again after the kill"
+    );
 
     // The same SQS message twice: send the job's message again by hand.
-    let twice = app.submit(&task_body("aws-dup", "delivered twice", 0.3)).await;
+    let twice = app
+        .submit(&task_body("aws-dup", "delivered twice", 0.3))
+        .await;
     let aws = sound_creator_aws::AwsSettings::from_lookup(|name| {
-        deployment.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+        deployment
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
     })
     .unwrap();
     let backends = sound_creator_aws::AwsBackends::connect(&aws).await.unwrap();
-    let task = backends.tasks.get(&sound_creator_core::task::TaskId::parse(&twice).unwrap()).await.unwrap().unwrap();
+    let task = backends
+        .tasks
+        .get(&sound_creator_core::task::TaskId::parse(&twice).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let job = sound_creator_core::messages::Job::for_task(&task).remove(0);
     backends
         .queue
         .send(
-            sound_creator_core::ports::QueueName::Jobs(sound_creator_core::task::ModelFamily::Music),
+            sound_creator_core::ports::QueueName::Jobs(
+                sound_creator_core::task::ModelFamily::Music,
+            ),
             &sound_creator_core::messages::encode(&job),
             Duration::ZERO,
         )
@@ -185,7 +270,14 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
 async fn a_job_longer_than_the_visibility_timeout_is_not_delivered_twice_while_its_worker_lives() {
     // A batch of four 40 s clips in one forward pass: long enough to outlive
     // a 1 s visibility timeout several times over, even with the tiny model.
-    let deployment = Deployment::new("hb", &[("SQS_VISIBILITY_TIMEOUT", "1"), ("WORKER_MAX_BATCH", "4"), ("MAX_DURATION", "40")]);
+    let deployment = Deployment::new(
+        "hb",
+        &[
+            ("SQS_VISIBILITY_TIMEOUT", "1"),
+            ("WORKER_MAX_BATCH", "4"),
+            ("MAX_DURATION", "40"),
+        ],
+    );
     let app = deployment.api();
     let _completion = deployment.completion();
     let one = deployment.worker("worker-a");
@@ -196,6 +288,13 @@ async fn a_job_longer_than_the_visibility_timeout_is_not_delivered_twice_while_i
     let doc = app.wait_final(&id, LONG).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
     let inference_ms = doc["metrics"]["inference_ms"].as_u64().unwrap();
-    assert!(inference_ms > 1500, "the job ({inference_ms} ms) outlived the 1 s visibility timeout");
-    assert_eq!(generations(&[one.log_text(), two.log_text()], &id), 4, "each of the 4 jobs ran once: the heartbeat kept them from a second worker");
+    assert!(
+        inference_ms > 1500,
+        "the job ({inference_ms} ms) outlived the 1 s visibility timeout"
+    );
+    assert_eq!(
+        generations(&[one.log_text(), two.log_text()], &id),
+        4,
+        "each of the 4 jobs ran once: the heartbeat kept them from a second worker"
+    );
 }

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{music, repo_root, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, TOKEN};
+use common::{
+    music, repo_root, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, TOKEN,
+};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -40,7 +42,11 @@ where
 async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     require_aws_env();
     let mut env = unique_aws_names("down");
-    for (k, v) in [("MARKETPLACE_TOKEN", TOKEN), ("MODEL_DEVICE", "cpu"), ("SQS_VISIBILITY_TIMEOUT", "3")] {
+    for (k, v) in [
+        ("MARKETPLACE_TOKEN", TOKEN),
+        ("MODEL_DEVICE", "cpu"),
+        ("SQS_VISIBILITY_TIMEOUT", "3"),
+    ] {
         env.push((k.into(), v.into()));
     }
     env.push(("MUSIC_GEN_MODEL".into(), tiny_model().display().to_string()));
@@ -58,7 +64,10 @@ async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
     assert_eq!(doc["error"]["code"], "backend_unavailable");
     assert!(headers.contains_key("retry-after"));
-    assert!(started.elapsed() < Duration::from_secs(15), "fails fast, no hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "fails fast, no hang"
+    );
     let (status, _, health) = app.get("/health", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(health["backends"]["stats"], "down");
@@ -82,9 +91,16 @@ async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     let (status, _, doc) = app.get(&format!("/v1/result/{id}"), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     let during = app.submit(&body).await;
-    assert_eq!(app.wait_final(&during, LONG).await["status"], "succeeded", "the cache is not on the critical path");
+    assert_eq!(
+        app.wait_final(&during, LONG).await["status"],
+        "succeeded",
+        "the cache is not on the critical path"
+    );
     backend("redis", "start");
-    eventually("health after Redis came back", || async { app.get("/health", None).await.0 == StatusCode::OK }).await;
+    eventually("health after Redis came back", || async {
+        app.get("/health", None).await.0 == StatusCode::OK
+    })
+    .await;
 
     // SQS/DynamoDB/S3 (moto) down: submits answer 503 with Retry-After.
     backend("moto", "stop");
@@ -93,7 +109,10 @@ async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
     assert_eq!(doc["error"]["code"], "backend_unavailable");
     assert!(headers.contains_key("retry-after"));
-    assert!(started.elapsed() < Duration::from_secs(30), "fails fast, no hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "fails fast, no hang"
+    );
     // moto keeps state in memory: once back it is provisioned again, and the
     // same running process takes tasks again without a restart.
     backend("moto", "start");

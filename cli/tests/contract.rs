@@ -17,7 +17,12 @@ const LONG: Duration = Duration::from_secs(120);
 fn assert_error(status: StatusCode, doc: &Value, want_status: StatusCode, want_code: &str) {
     assert_eq!(status, want_status, "{doc}");
     assert_eq!(doc["error"]["code"], want_code, "{doc}");
-    assert!(doc["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{doc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,12 +40,19 @@ async fn every_route_but_health_and_openapi_needs_a_valid_token() {
     ];
     for (method, path) in routes {
         for token in [None, Some("wrong-token"), Some("")] {
-            let mut req = app.client.request(method.parse().unwrap(), app.url(path)).json(&music("x", 1.0));
+            let mut req = app
+                .client
+                .request(method.parse().unwrap(), app.url(path))
+                .json(&music("x", 1.0));
             if let Some(t) = token {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
             let resp = req.send().await.unwrap();
-            assert_eq!(resp.status().as_u16(), 401, "{method} {path} with {token:?}");
+            assert_eq!(
+                resp.status().as_u16(),
+                401,
+                "{method} {path} with {token:?}"
+            );
             assert_eq!(resp.headers()["www-authenticate"], "Bearer");
             let doc: Value = resp.json().await.unwrap();
             assert_eq!(doc["error"]["code"], "unauthorized");
@@ -50,7 +62,15 @@ async fn every_route_but_health_and_openapi_needs_a_valid_token() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, doc) = app.get("/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    for path in ["/v1/call", "/v1/generate", "/v1/result/{task_id}", "/v1/result", "/v1/cancel/{task_id}", "/v1/stats", "/health"] {
+    for path in [
+        "/v1/call",
+        "/v1/generate",
+        "/v1/result/{task_id}",
+        "/v1/result",
+        "/v1/cancel/{task_id}",
+        "/v1/stats",
+        "/health",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
 }
@@ -61,20 +81,41 @@ async fn each_contract_error_has_its_status_and_code() {
     let app = App::spawn(dir.path(), &[("MAX_BODY_BYTES", "2048")]);
 
     // 400: malformed JSON, and a bad field naming the field.
-    let resp = app.client.post(app.url("/v1/call")).bearer_auth(TOKEN).header("content-type", "application/json").body("{\"type\": ").send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/call"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"type\": ")
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     let doc: Value = resp.json().await.unwrap();
-    assert_error(StatusCode::from_u16(status.as_u16()).unwrap(), &doc, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_error(
+        StatusCode::from_u16(status.as_u16()).unwrap(),
+        &doc,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
 
     let mut body = music(&"é".repeat(140), 5.0);
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &body).await;
     assert_error(status, &doc, StatusCode::BAD_REQUEST, "prompt_too_long");
-    assert_eq!(doc["error"]["message"], "prompt has 140 characters; the limit is 100");
+    assert_eq!(
+        doc["error"]["message"],
+        "prompt has 140 characters; the limit is 100"
+    );
     assert_eq!(doc["error"]["field"], "prompt");
 
     body = music("ok", 31.0);
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &body).await;
-    assert_error(status, &doc, StatusCode::BAD_REQUEST, "duration_out_of_range");
+    assert_error(
+        status,
+        &doc,
+        StatusCode::BAD_REQUEST,
+        "duration_out_of_range",
+    );
 
     // 404: unknown task, and garbage ids.
     for id in ["0190b7c2-8f9e-7c3a-9d1e-123456789abc", "..%2F..%2Fetc", "x"] {
@@ -85,34 +126,67 @@ async fn each_contract_error_has_its_status_and_code() {
     // 413: over MAX_BODY_BYTES.
     let big = json!({"type": "music", "prompt": "x".repeat(4000), "duration": 1, "user_id": "u"});
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &big).await;
-    assert_error(status, &doc, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert_error(
+        status,
+        &doc,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
 
     // 415: not JSON.
-    let resp = app.client.post(app.url("/v1/call")).bearer_auth(TOKEN).header("content-type", "text/plain").body("type=music").send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/call"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("type=music")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 415);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
 
     // 422: well-formed but unsupported.
     let mut body = music("rain on a tin roof", 3.0);
     body["type"] = json!("audio");
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &body).await;
-    assert_error(status, &doc, StatusCode::UNPROCESSABLE_ENTITY, "model_not_deployed");
+    assert_error(
+        status,
+        &doc,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "model_not_deployed",
+    );
     let mut body = music("x", 1.0);
     body["format"] = json!("mp3");
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &body).await;
-    assert_error(status, &doc, StatusCode::UNPROCESSABLE_ENTITY, "unsupported_format");
+    assert_error(
+        status,
+        &doc,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unsupported_format",
+    );
 
     // 409: cancel of a finished task.
     let id = app.submit(&music("short", 0.2)).await;
     assert_eq!(app.wait_final(&id, LONG).await["status"], "succeeded");
-    let (status, _, doc) = app.post(&format!("/v1/cancel/{id}"), Some(TOKEN), &json!({})).await;
+    let (status, _, doc) = app
+        .post(&format!("/v1/cancel/{id}"), Some(TOKEN), &json!({}))
+        .await;
     assert_error(status, &doc, StatusCode::CONFLICT, "task_already_final");
 
     // Unknown routes and wrong methods still answer in the contract's shape.
     let (status, _, doc) = app.get("/v2/nothing", Some(TOKEN)).await;
     assert_error(status, &doc, StatusCode::NOT_FOUND, "not_found");
     let (status, _, doc) = app.get("/v1/call", Some(TOKEN)).await;
-    assert_error(status, &doc, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        status,
+        &doc,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,9 +199,20 @@ async fn rate_limits_and_full_queues_answer_429_with_retry_after() {
     }
     let (status, headers, doc) = last.unwrap();
     assert_error(status, &doc, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     let (status, _, _) = app.get("/v1/stats", Some(OTHER_TOKEN)).await;
-    assert_eq!(status, StatusCode::OK, "another client key has its own budget");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another client key has its own budget"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let app = App::spawn(dir.path(), &[("MAX_QUEUED_JOBS", "2")]);
@@ -153,17 +238,25 @@ async fn another_client_key_cannot_see_or_cancel_a_task() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::spawn(dir.path(), &[]);
     let id = app.submit(&music("mine", 0.2)).await;
-    let (status, _, doc) = app.get(&format!("/v1/result/{id}"), Some(OTHER_TOKEN)).await;
+    let (status, _, doc) = app
+        .get(&format!("/v1/result/{id}"), Some(OTHER_TOKEN))
+        .await;
     assert_error(status, &doc, StatusCode::NOT_FOUND, "task_not_found");
-    let (status, _, doc) = app.post("/v1/result", Some(OTHER_TOKEN), &json!({"task_id": id})).await;
+    let (status, _, doc) = app
+        .post("/v1/result", Some(OTHER_TOKEN), &json!({"task_id": id}))
+        .await;
     assert_error(status, &doc, StatusCode::NOT_FOUND, "task_not_found");
-    let (status, _, doc) = app.post(&format!("/v1/cancel/{id}"), Some(OTHER_TOKEN), &json!({})).await;
+    let (status, _, doc) = app
+        .post(&format!("/v1/cancel/{id}"), Some(OTHER_TOKEN), &json!({}))
+        .await;
     assert_error(status, &doc, StatusCode::NOT_FOUND, "task_not_found");
     let (_, _, stats) = app.get("/v1/stats", Some(OTHER_TOKEN)).await;
     assert_eq!(stats["requests"], 0, "{stats}");
     // The owner still sees it, through both forms of the result call.
     app.wait_final(&id, LONG).await;
-    let (status, _, doc) = app.post("/v1/result", Some(TOKEN), &json!({"task_id": id})).await;
+    let (status, _, doc) = app
+        .post("/v1/result", Some(TOKEN), &json!({"task_id": id}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["task_id"], id.as_str());
 }
@@ -173,7 +266,12 @@ async fn the_same_idempotency_key_replays_with_the_same_body_and_conflicts_with_
     let dir = tempfile::tempdir().unwrap();
     let app = App::spawn(dir.path(), &[]);
     let send = |body: Value| {
-        let req = app.client.post(app.url("/v1/call")).bearer_auth(TOKEN).header("idempotency-key", "order-1").json(&body);
+        let req = app
+            .client
+            .post(app.url("/v1/call"))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", "order-1")
+            .json(&body);
         async move {
             let resp = req.send().await.unwrap();
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
@@ -188,7 +286,15 @@ async fn the_same_idempotency_key_replays_with_the_same_body_and_conflicts_with_
     assert_eq!(third_status, 409);
     assert_eq!(third["error"]["code"], "idempotency_key_reused");
     // The key belongs to the client key: another tenant may use it too.
-    let resp = app.client.post(app.url("/v1/call")).bearer_auth(OTHER_TOKEN).header("idempotency-key", "order-1").json(&music("idempotent", 0.2)).send().await.unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/call"))
+        .bearer_auth(OTHER_TOKEN)
+        .header("idempotency-key", "order-1")
+        .json(&music("idempotent", 0.2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
 }
 
@@ -207,25 +313,52 @@ async fn a_task_with_three_samples_succeeds_with_three_downloadable_wavs_in_orde
     let mut hashes = Vec::new();
     for (i, output) in outputs.iter().enumerate() {
         let url = output["url"].as_str().unwrap();
-        assert!(url.contains(&format!("clip-{i}.wav")), "outputs in sample order: {url}");
-        let bytes = app.client.get(url).send().await.unwrap().bytes().await.unwrap();
+        assert!(
+            url.contains(&format!("clip-{i}.wav")),
+            "outputs in sample order: {url}"
+        );
+        let bytes = app
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let (header, samples) = decode_wav(&bytes).unwrap();
         assert_eq!(header.sample_rate, 32000);
         assert_eq!(header.channels, 1);
         assert_eq!(bytes.len() as u64, output["bytes"].as_u64().unwrap());
-        assert!((header.frames as f64 / 32000.0 - 0.5).abs() <= 0.02 + 1e-9, "duration within a frame");
+        assert!(
+            (header.frames as f64 / 32000.0 - 0.5).abs() <= 0.02 + 1e-9,
+            "duration within a frame"
+        );
         assert!(samples.iter().any(|s| *s != 0), "not silent");
         hashes.push(output["sha256"].as_str().unwrap().to_owned());
     }
     hashes.dedup();
-    assert_eq!(hashes.len(), 3, "each sample is a different clip (seed + index)");
+    assert_eq!(
+        hashes.len(),
+        3,
+        "each sample is a different clip (seed + index)"
+    );
     let metrics = &doc["metrics"];
     assert!(metrics["total_ms"].as_u64().unwrap() >= metrics["inference_ms"].as_u64().unwrap());
 
     // A tampered link is refused; the result gives a fresh link each time.
     let url = outputs[0]["url"].as_str().unwrap();
     let tampered = url.replace("clip-0", "clip-1");
-    assert_eq!(app.client.get(&tampered).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        app.client
+            .get(&tampered)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,20 +372,30 @@ async fn a_queued_task_and_a_running_task_can_both_be_canceled() {
     let queued = app.submit(&long).await;
     app.wait_status(&running, "running", LONG).await;
 
-    let (status, _, doc) = app.post(&format!("/v1/cancel/{queued}"), Some(TOKEN), &json!({})).await;
+    let (status, _, doc) = app
+        .post(&format!("/v1/cancel/{queued}"), Some(TOKEN), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["status"], "canceled");
 
-    let (status, _, doc) = app.post(&format!("/v1/cancel/{running}"), Some(TOKEN), &json!({})).await;
+    let (status, _, doc) = app
+        .post(&format!("/v1/cancel/{running}"), Some(TOKEN), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(doc["status"], "canceled");
 
     // The worker frees itself at its next step: a new short task finishes
     // long before the canceled 30 s one would have.
     let next = app.submit(&music("next", 0.2)).await;
-    assert_eq!(app.wait_final(&next, Duration::from_secs(60)).await["status"], "succeeded");
+    assert_eq!(
+        app.wait_final(&next, Duration::from_secs(60)).await["status"],
+        "succeeded"
+    );
     let doc = app.wait_final(&running, LONG).await;
-    assert_eq!(doc["status"], "canceled", "a canceled task stays canceled: {doc}");
+    assert_eq!(
+        doc["status"], "canceled",
+        "a canceled task stays canceled: {doc}"
+    );
 
     // Canceled tasks are final: they are called back and counted.
     let calls = receiver.wait_for(2, LONG).await;
@@ -276,30 +419,59 @@ async fn results_survive_a_process_restart_and_queued_tasks_still_run() {
     let app = app.restart();
     let after = app.wait_final(&done, LONG).await;
     assert_eq!(after["status"], "succeeded");
-    assert_eq!(after["outputs"][0]["sha256"], before["outputs"][0]["sha256"]);
+    assert_eq!(
+        after["outputs"][0]["sha256"],
+        before["outputs"][0]["sha256"]
+    );
     let url = after["outputs"][0]["url"].as_str().unwrap();
-    assert_eq!(app.client.get(url).send().await.unwrap().status().as_u16(), 200, "old files are served after a restart");
-    assert_eq!(app.wait_final(&pending, LONG).await["status"], "succeeded", "no queued task is lost");
+    assert_eq!(
+        app.client.get(url).send().await.unwrap().status().as_u16(),
+        200,
+        "old files are served after a restart"
+    );
+    assert_eq!(
+        app.wait_final(&pending, LONG).await["status"],
+        "succeeded",
+        "no queued task is lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_callback_receiver_gets_the_same_signed_webhook_id_until_it_answers() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = CallbackReceiver::start(2).await;
-    let app = App::spawn(dir.path(), &[("MARKETPLACE_CALLBACK", receiver.url.as_str())]);
+    let app = App::spawn(
+        dir.path(),
+        &[("MARKETPLACE_CALLBACK", receiver.url.as_str())],
+    );
     let id = app.submit(&music("call me back", 0.2)).await;
     let calls = receiver.wait_for(3, LONG).await;
-    assert_eq!(calls.iter().map(|c| c.answered).collect::<Vec<_>>(), vec![500, 500, 200]);
+    assert_eq!(
+        calls.iter().map(|c| c.answered).collect::<Vec<_>>(),
+        vec![500, 500, 200]
+    );
     let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
     for call in &calls {
         assert_eq!(call.webhook_id, format!("msg_{id}"));
-        assert!(secret.verify(&call.webhook_id, call.timestamp, &call.body, &call.signature), "signature must verify");
+        assert!(
+            secret.verify(
+                &call.webhook_id,
+                call.timestamp,
+                &call.body,
+                &call.signature
+            ),
+            "signature must verify"
+        );
         let doc: Value = serde_json::from_str(&call.body).unwrap();
         assert_eq!(doc["task_id"], id.as_str());
         assert_eq!(doc["status"], "succeeded");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(receiver.calls().len(), 3, "no delivery after the successful one");
+    assert_eq!(
+        receiver.calls().len(),
+        3,
+        "no delivery after the successful one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -364,7 +536,10 @@ async fn generate_waits_for_the_result_and_stats_count_it() {
             assert_eq!(stats["recent"].as_array().unwrap().len(), 2);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "stats never counted both tasks: {stats}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stats never counted both tasks: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, _, doc) = app.get("/v1/stats?from=yesterday", Some(TOKEN)).await;

@@ -111,7 +111,11 @@ pub fn encode_wav(clip: &Clip) -> Vec<u8> {
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
     for &s in &clip.samples {
-        let s = if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 };
+        let s = if s.is_finite() {
+            s.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
         out.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes());
     }
     out
@@ -133,7 +137,8 @@ pub fn decode_wav(bytes: &[u8]) -> Result<(WavHeader, Vec<i16>), String> {
         return Err("not a RIFF/WAVE file".into());
     }
     let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     if &bytes[12..16] != b"fmt " || u16_at(20) != 1 {
         return Err("not PCM".into());
     }
@@ -150,10 +155,20 @@ pub fn decode_wav(bytes: &[u8]) -> Result<(WavHeader, Vec<i16>), String> {
     if bits_per_sample != 16 || channels == 0 {
         return Err(format!("expected 16-bit samples, found {bits_per_sample}"));
     }
-    let samples: Vec<i16> =
-        bytes[44..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
     let frames = (samples.len() / usize::from(channels)) as u32;
-    Ok((WavHeader { channels, sample_rate, bits_per_sample, frames }, samples))
+    Ok((
+        WavHeader {
+            channels,
+            sample_rate,
+            bits_per_sample,
+            frames,
+        },
+        samples,
+    ))
 }
 
 #[cfg(test)]
@@ -162,24 +177,46 @@ mod tests {
 
     #[test]
     fn wav_round_trips_with_a_correct_header() {
-        let clip = Clip { samples: vec![0.0, 0.5, -0.5, 1.0, -1.0, 2.0, f32::NAN], sample_rate: 32000, channels: 1 };
+        let clip = Clip {
+            samples: vec![0.0, 0.5, -0.5, 1.0, -1.0, 2.0, f32::NAN],
+            sample_rate: 32000,
+            channels: 1,
+        };
         let bytes = encode_wav(&clip);
         assert_eq!(bytes.len(), 44 + 14);
         let (header, samples) = decode_wav(&bytes).unwrap();
-        assert_eq!(header, WavHeader { channels: 1, sample_rate: 32000, bits_per_sample: 16, frames: 7 });
+        assert_eq!(
+            header,
+            WavHeader {
+                channels: 1,
+                sample_rate: 32000,
+                bits_per_sample: 16,
+                frames: 7
+            }
+        );
         assert_eq!(samples, vec![0, 16384, -16384, 32767, -32767, 32767, 0]);
     }
 
     #[test]
     fn truncated_or_foreign_files_are_rejected() {
-        let bytes = encode_wav(&Clip { samples: vec![0.1; 10], sample_rate: 16000, channels: 1 });
+        let bytes = encode_wav(&Clip {
+            samples: vec![0.1; 10],
+            sample_rate: 16000,
+            channels: 1,
+        });
         assert!(decode_wav(&bytes[..50]).is_err());
-        assert!(decode_wav(b"ID3 not a wav file at all, but long enough to have a header").is_err());
+        assert!(
+            decode_wav(b"ID3 not a wav file at all, but long enough to have a header").is_err()
+        );
     }
 
     #[test]
     fn clip_duration_counts_frames_not_samples() {
-        let clip = Clip { samples: vec![0.0; 64000], sample_rate: 32000, channels: 2 };
+        let clip = Clip {
+            samples: vec![0.0; 64000],
+            sample_rate: 32000,
+            channels: 2,
+        };
         assert_eq!(clip.duration_seconds(), 1.0);
     }
 }

@@ -43,7 +43,11 @@ pub struct Completion<'a> {
 impl Completion<'_> {
     pub async fn handle(&self, event: &CompletionEvent) -> Result<CompletionOutcome, BackendError> {
         match event {
-            CompletionEvent::StageFinished { task_id, index, outcome } => {
+            CompletionEvent::StageFinished {
+                task_id,
+                index,
+                outcome,
+            } => {
                 let recorded = records::record_stage(
                     self.ports.tasks.as_ref(),
                     task_id,
@@ -53,13 +57,17 @@ impl Completion<'_> {
                     to_chrono(self.settings.result_ttl),
                 )
                 .await?;
-                let Some((task, recorded)) = recorded else { return Ok(CompletionOutcome::UnknownTask) };
+                let Some((task, recorded)) = recorded else {
+                    return Ok(CompletionOutcome::UnknownTask);
+                };
                 match recorded {
                     StageRecorded::Recorded { task_became_final } => {
                         if task_became_final {
                             self.final_effects(&task).await?;
                         }
-                        Ok(CompletionOutcome::StageRecorded { task_final: task_became_final })
+                        Ok(CompletionOutcome::StageRecorded {
+                            task_final: task_became_final,
+                        })
                     }
                     // A redelivery after a crash between recording and the
                     // final effects: run them again (they are idempotent).
@@ -83,20 +91,33 @@ impl Completion<'_> {
                     Ok(CompletionOutcome::IgnoredTaskFinal)
                 }
             }
-            CompletionEvent::CallbackDue { task_id, attempt } => self.deliver_callback(task_id, *attempt).await,
+            CompletionEvent::CallbackDue { task_id, attempt } => {
+                self.deliver_callback(task_id, *attempt).await
+            }
         }
     }
 
     /// Stats row, cached final result, and the first callback attempt.
     async fn final_effects(&self, task: &Task) -> Result<(), BackendError> {
         self.ports.stats.record(&StatsRow::of(task)).await?;
-        if let Err(e) = self.ports.cache.put_final(task, self.settings.final_cache_ttl).await {
+        if let Err(e) = self
+            .ports
+            .cache
+            .put_final(task, self.settings.final_cache_ttl)
+            .await
+        {
             // The cache is an accelerator: the task store has the result.
             tracing::warn!(task_id = %task.id, error = %e, "could not cache the final result");
         }
         if task.callback == CallbackState::Pending {
-            let event = CompletionEvent::CallbackDue { task_id: task.id.clone(), attempt: 1 };
-            self.ports.queue.send(QueueName::Completions, &encode(&event), Duration::ZERO).await?;
+            let event = CompletionEvent::CallbackDue {
+                task_id: task.id.clone(),
+                attempt: 1,
+            };
+            self.ports
+                .queue
+                .send(QueueName::Completions, &encode(&event), Duration::ZERO)
+                .await?;
             records::set_callback_state(
                 self.ports.tasks.as_ref(),
                 &task.id,
@@ -108,10 +129,22 @@ impl Completion<'_> {
         Ok(())
     }
 
-    async fn deliver_callback(&self, id: &TaskId, attempt: u32) -> Result<CompletionOutcome, BackendError> {
-        let Some(task) = self.ports.tasks.get(id).await? else { return Ok(CompletionOutcome::UnknownTask) };
-        let Some(url) = task.callback_url.clone() else { return Ok(CompletionOutcome::CallbackNotNeeded) };
-        if !matches!(task.callback, CallbackState::Pending | CallbackState::Scheduled) || !task.status.is_final() {
+    async fn deliver_callback(
+        &self,
+        id: &TaskId,
+        attempt: u32,
+    ) -> Result<CompletionOutcome, BackendError> {
+        let Some(task) = self.ports.tasks.get(id).await? else {
+            return Ok(CompletionOutcome::UnknownTask);
+        };
+        let Some(url) = task.callback_url.clone() else {
+            return Ok(CompletionOutcome::CallbackNotNeeded);
+        };
+        if !matches!(
+            task.callback,
+            CallbackState::Pending | CallbackState::Scheduled
+        ) || !task.status.is_final()
+        {
             return Ok(CompletionOutcome::CallbackNotNeeded);
         }
         let body = serde_json::to_string(&document(self.ports, self.settings, &task).await?)
@@ -124,7 +157,13 @@ impl Completion<'_> {
             .as_ref()
             .map(|secret| secret.sign(&webhook_id, timestamp, &body))
             .unwrap_or_default();
-        let delivery = WebhookDelivery { url, webhook_id, timestamp, signature, body };
+        let delivery = WebhookDelivery {
+            url,
+            webhook_id,
+            timestamp,
+            signature,
+            body,
+        };
 
         match self.ports.callbacks.send(&delivery).await {
             Ok(()) => {
@@ -142,8 +181,14 @@ impl Completion<'_> {
                 let next_attempt = attempt + 1;
                 let delay = retry_delay(self.settings.callback_retry_base, next_attempt);
                 tracing::warn!(task_id = %id, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
-                let event = CompletionEvent::CallbackDue { task_id: id.clone(), attempt: next_attempt };
-                self.ports.queue.send(QueueName::Completions, &encode(&event), delay).await?;
+                let event = CompletionEvent::CallbackDue {
+                    task_id: id.clone(),
+                    attempt: next_attempt,
+                };
+                self.ports
+                    .queue
+                    .send(QueueName::Completions, &encode(&event), delay)
+                    .await?;
                 Ok(CompletionOutcome::CallbackRetryScheduled { next_attempt })
             }
             Err(e) => {
@@ -164,6 +209,11 @@ impl Completion<'_> {
 /// Records the final effects of a task that became final outside the
 /// completion step, through the completions queue.
 pub async fn announce_final(ports: &Ports, id: &TaskId) -> Result<(), BackendError> {
-    let event = CompletionEvent::TaskFinal { task_id: id.clone() };
-    ports.queue.send(QueueName::Completions, &encode(&event), Duration::ZERO).await
+    let event = CompletionEvent::TaskFinal {
+        task_id: id.clone(),
+    };
+    ports
+        .queue
+        .send(QueueName::Completions, &encode(&event), Duration::ZERO)
+        .await
 }

@@ -50,7 +50,11 @@ impl Job {
     }
 
     pub fn clip_request(&self) -> ClipRequest {
-        ClipRequest { prompt: self.prompt.clone(), duration: self.duration, params: self.params.clone() }
+        ClipRequest {
+            prompt: self.prompt.clone(),
+            duration: self.duration,
+            params: self.params.clone(),
+        }
     }
 }
 
@@ -59,7 +63,11 @@ impl Job {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CompletionEvent {
     /// A worker finished one stage (successfully or not).
-    StageFinished { task_id: TaskId, index: usize, outcome: StageOutcome },
+    StageFinished {
+        task_id: TaskId,
+        index: usize,
+        outcome: StageOutcome,
+    },
     /// A task became final outside the completion step (canceled, expired):
     /// run the final effects (stats, cached result, callback).
     TaskFinal { task_id: TaskId },
@@ -81,7 +89,11 @@ struct Envelope<T> {
 pub struct MalformedMessage(pub String);
 
 pub fn encode<T: Serialize>(body: &T) -> String {
-    serde_json::to_string(&Envelope { v: MESSAGE_VERSION, body }).unwrap_or_default()
+    serde_json::to_string(&Envelope {
+        v: MESSAGE_VERSION,
+        body,
+    })
+    .unwrap_or_default()
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, MalformedMessage> {
@@ -89,7 +101,11 @@ pub fn decode<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, MalformedMes
         serde_json::from_str(raw).map_err(|e| MalformedMessage(format!("not JSON: {e}")))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(MESSAGE_VERSION) => {}
-        Some(v) => return Err(MalformedMessage(format!("message version {v}, expected {MESSAGE_VERSION}"))),
+        Some(v) => {
+            return Err(MalformedMessage(format!(
+                "message version {v}, expected {MESSAGE_VERSION}"
+            )))
+        }
         None => return Err(MalformedMessage("no message version".into())),
     }
     let envelope: Envelope<T> =
@@ -107,7 +123,9 @@ mod tests {
         let event = CompletionEvent::StageFinished {
             task_id: TaskId::parse("t1").unwrap(),
             index: 2,
-            outcome: StageOutcome::Failed { error: TaskError::new("engine_error", "boom") },
+            outcome: StageOutcome::Failed {
+                error: TaskError::new("engine_error", "boom"),
+            },
         };
         let raw = encode(&event);
         assert_eq!(decode::<CompletionEvent>(&raw).unwrap(), event);
@@ -115,7 +133,15 @@ mod tests {
 
     #[test]
     fn garbage_and_foreign_versions_are_malformed_not_panics() {
-        for raw in ["", "{", "[]", "{\"v\":2,\"kind\":\"task_final\",\"task_id\":\"a\"}", "{\"kind\":\"task_final\"}", "{\"v\":1,\"kind\":\"nope\"}", "\u{0}"] {
+        for raw in [
+            "",
+            "{",
+            "[]",
+            "{\"v\":2,\"kind\":\"task_final\",\"task_id\":\"a\"}",
+            "{\"kind\":\"task_final\"}",
+            "{\"v\":1,\"kind\":\"nope\"}",
+            "\u{0}",
+        ] {
             assert!(decode::<CompletionEvent>(raw).is_err(), "{raw:?}");
         }
         assert!(decode::<Job>("{\"v\":1}").is_err());

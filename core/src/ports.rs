@@ -59,16 +59,24 @@ pub enum BackendError {
 
 impl BackendError {
     pub fn unavailable(backend: Backend, err: impl fmt::Display) -> Self {
-        BackendError::Unavailable { backend, message: err.to_string() }
+        BackendError::Unavailable {
+            backend,
+            message: err.to_string(),
+        }
     }
 
     pub fn corrupt(backend: Backend, err: impl fmt::Display) -> Self {
-        BackendError::Corrupt { backend, message: err.to_string() }
+        BackendError::Corrupt {
+            backend,
+            message: err.to_string(),
+        }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
-            BackendError::Unavailable { backend, .. } | BackendError::Corrupt { backend, .. } => *backend,
+            BackendError::Unavailable { backend, .. } | BackendError::Corrupt { backend, .. } => {
+                *backend
+            }
         }
     }
 }
@@ -88,8 +96,11 @@ pub enum QueueName {
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 3] =
-        [QueueName::Jobs(ModelFamily::Music), QueueName::Jobs(ModelFamily::Audio), QueueName::Completions];
+    pub const ALL: [QueueName; 3] = [
+        QueueName::Jobs(ModelFamily::Music),
+        QueueName::Jobs(ModelFamily::Audio),
+        QueueName::Completions,
+    ];
 
     /// Stable name, used for SQS queue names, table rows and logs.
     pub fn as_str(self) -> &'static str {
@@ -133,12 +144,22 @@ pub trait JobQueue: Send + Sync {
 
     /// Waits up to `wait` for at least one message (long polling) and returns
     /// at most `max`.
-    async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> PortResult<Vec<Delivery>>;
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>>;
 
     async fn delete(&self, queue: QueueName, receipt: &str) -> PortResult<()>;
 
     /// Heartbeat: keep the message invisible for `timeout` from now.
-    async fn extend_visibility(&self, queue: QueueName, receipt: &str, timeout: Duration) -> PortResult<()>;
+    async fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        timeout: Duration,
+    ) -> PortResult<()>;
 
     /// Hand a message back at once (graceful shutdown).
     async fn release(&self, queue: QueueName, receipt: &str) -> PortResult<()> {
@@ -188,8 +209,18 @@ pub trait TaskStore: Send + Sync {
 /// task. Losing an entry loses nothing: the task store is the record.
 #[async_trait]
 pub trait ResultCache: Send + Sync {
-    async fn put_stage(&self, id: &TaskId, index: usize, stage: &crate::task::StageOutcome, ttl: Duration) -> PortResult<()>;
-    async fn get_stage(&self, id: &TaskId, index: usize) -> PortResult<Option<crate::task::StageOutcome>>;
+    async fn put_stage(
+        &self,
+        id: &TaskId,
+        index: usize,
+        stage: &crate::task::StageOutcome,
+        ttl: Duration,
+    ) -> PortResult<()>;
+    async fn get_stage(
+        &self,
+        id: &TaskId,
+        index: usize,
+    ) -> PortResult<Option<crate::task::StageOutcome>>;
     async fn put_final(&self, task: &Task, ttl: Duration) -> PortResult<()>;
     async fn get_final(&self, id: &TaskId) -> PortResult<Option<Task>>;
     async fn ping(&self) -> PortResult<()>;
@@ -308,7 +339,10 @@ pub trait BlobStore: Send + Sync {
 /// What a presigned download served by the API itself found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Download {
-    Found { bytes: Vec<u8>, content_type: String },
+    Found {
+        bytes: Vec<u8>,
+        content_type: String,
+    },
     /// The link's time is up: the client should read the result again.
     Expired,
     /// Signature does not match (tampered or foreign link).
@@ -364,7 +398,8 @@ mod tests {
 
     #[test]
     fn queue_names_are_distinct() {
-        let names: std::collections::BTreeSet<_> = QueueName::ALL.iter().map(|q| q.as_str()).collect();
+        let names: std::collections::BTreeSet<_> =
+            QueueName::ALL.iter().map(|q| q.as_str()).collect();
         assert_eq!(names.len(), QueueName::ALL.len());
     }
 

@@ -28,7 +28,9 @@ pub async fn update<T>(
     mut change: impl FnMut(&mut Task) -> Change<T>,
 ) -> PortResult<Option<(Task, T)>> {
     for _ in 0..MAX_ATTEMPTS {
-        let Some(current) = store.get(id).await? else { return Ok(None) };
+        let Some(current) = store.get(id).await? else {
+            return Ok(None);
+        };
         let mut next = current.clone();
         match change(&mut next) {
             Change::Keep(value) => return Ok(Some((current, value))),
@@ -40,7 +42,10 @@ pub async fn update<T>(
             }
         }
     }
-    Err(BackendError::unavailable(Backend::Tasks, format!("task {id} is too contended to update")))
+    Err(BackendError::unavailable(
+        Backend::Tasks,
+        format!("task {id} is too contended to update"),
+    ))
 }
 
 /// What a worker should do with a job it received.
@@ -58,7 +63,12 @@ pub enum StageStart {
 
 /// A worker picked up stage `index`: moves a queued task to running, or
 /// expires it when its deadline has passed.
-pub async fn start_stage(store: &dyn TaskStore, id: &TaskId, index: usize, now: DateTime<Utc>) -> PortResult<Option<(Task, StageStart)>> {
+pub async fn start_stage(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    index: usize,
+    now: DateTime<Utc>,
+) -> PortResult<Option<(Task, StageStart)>> {
     update(store, id, |task| {
         if task.status.is_final() {
             return Change::Keep(StageStart::TaskFinal(task.status));
@@ -85,12 +95,20 @@ pub async fn start_stage(store: &dyn TaskStore, id: &TaskId, index: usize, now: 
 fn expire(task: &mut Task, now: DateTime<Utc>) {
     task.status = TaskStatus::Expired;
     task.completed_at = Some(now);
-    task.error = Some(TaskError::new("expired", "the task was not started before its ttl_seconds passed"));
+    task.error = Some(TaskError::new(
+        "expired",
+        "the task was not started before its ttl_seconds passed",
+    ));
 }
 
 /// Expires a queued task whose deadline passed (a read noticed it before any
 /// worker did). Returns whether this call expired it.
-pub async fn expire_if_due(store: &dyn TaskStore, id: &TaskId, now: DateTime<Utc>, result_ttl: ChronoDuration) -> PortResult<Option<(Task, bool)>> {
+pub async fn expire_if_due(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    now: DateTime<Utc>,
+    result_ttl: ChronoDuration,
+) -> PortResult<Option<(Task, bool)>> {
     update(store, id, |task| {
         if task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < now) {
             expire(task, now);
@@ -105,9 +123,16 @@ pub async fn expire_if_due(store: &dyn TaskStore, id: &TaskId, now: DateTime<Utc
 
 /// Progress of one stage, 0..=1. Progress never goes backwards and is not
 /// written for a task that is no longer running.
-pub async fn set_stage_progress(store: &dyn TaskStore, id: &TaskId, index: usize, progress: f32) -> PortResult<Option<TaskStatus>> {
+pub async fn set_stage_progress(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    index: usize,
+    progress: f32,
+) -> PortResult<Option<TaskStatus>> {
     let updated = update(store, id, |task| {
-        let Some(slot) = task.stage_progress.get_mut(index) else { return Change::Keep(()) };
+        let Some(slot) = task.stage_progress.get_mut(index) else {
+            return Change::Keep(());
+        };
         if task.status != TaskStatus::Running || progress <= *slot {
             return Change::Keep(());
         }
@@ -153,7 +178,9 @@ pub async fn record_stage(
         if task.status.is_final() {
             return Change::Keep(StageRecorded::TaskWasFinal);
         }
-        let Some(slot) = task.stages.get_mut(index) else { return Change::Keep(StageRecorded::Duplicate) };
+        let Some(slot) = task.stages.get_mut(index) else {
+            return Change::Keep(StageRecorded::Duplicate);
+        };
         if slot.is_some() {
             return Change::Keep(StageRecorded::Duplicate);
         }
@@ -169,17 +196,25 @@ pub async fn record_stage(
             task.status = TaskStatus::Running;
         }
         if !task.all_stages_done() {
-            return Change::Write(StageRecorded::Recorded { task_became_final: false });
+            return Change::Write(StageRecorded::Recorded {
+                task_became_final: false,
+            });
         }
         let first_error = task.stages.iter().flatten().find_map(|s| match s {
             StageOutcome::Failed { error } => Some(error.clone()),
             StageOutcome::Succeeded { .. } => None,
         });
-        task.status = if first_error.is_some() { TaskStatus::Failed } else { TaskStatus::Succeeded };
+        task.status = if first_error.is_some() {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Succeeded
+        };
         task.error = first_error;
         task.completed_at = Some(now);
         task.retain_until = Some(now + result_ttl);
-        Change::Write(StageRecorded::Recorded { task_became_final: true })
+        Change::Write(StageRecorded::Recorded {
+            task_became_final: true,
+        })
     })
     .await
 }
@@ -191,7 +226,12 @@ pub enum CancelOutcome {
     AlreadyFinal(TaskStatus),
 }
 
-pub async fn cancel(store: &dyn TaskStore, id: &TaskId, now: DateTime<Utc>, result_ttl: ChronoDuration) -> PortResult<Option<(Task, CancelOutcome)>> {
+pub async fn cancel(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    now: DateTime<Utc>,
+    result_ttl: ChronoDuration,
+) -> PortResult<Option<(Task, CancelOutcome)>> {
     update(store, id, |task| {
         if task.status.is_final() {
             return Change::Keep(CancelOutcome::AlreadyFinal(task.status));
@@ -199,7 +239,10 @@ pub async fn cancel(store: &dyn TaskStore, id: &TaskId, now: DateTime<Utc>, resu
         task.status = TaskStatus::Canceled;
         task.completed_at = Some(now);
         task.retain_until = Some(now + result_ttl);
-        task.error = Some(TaskError::new("canceled", "the task was canceled by the client"));
+        task.error = Some(TaskError::new(
+            "canceled",
+            "the task was canceled by the client",
+        ));
         Change::Write(CancelOutcome::Canceled)
     })
     .await
@@ -207,7 +250,13 @@ pub async fn cancel(store: &dyn TaskStore, id: &TaskId, now: DateTime<Utc>, resu
 
 /// Fails a task that cannot be run at all (e.g. a job that kept crashing
 /// its worker). Stages already recorded are kept.
-pub async fn fail(store: &dyn TaskStore, id: &TaskId, error: TaskError, now: DateTime<Utc>, result_ttl: ChronoDuration) -> PortResult<Option<(Task, bool)>> {
+pub async fn fail(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    error: TaskError,
+    now: DateTime<Utc>,
+    result_ttl: ChronoDuration,
+) -> PortResult<Option<(Task, bool)>> {
     update(store, id, |task| {
         if task.status.is_final() {
             return Change::Keep(false);
@@ -222,7 +271,12 @@ pub async fn fail(store: &dyn TaskStore, id: &TaskId, error: TaskError, now: Dat
 }
 
 /// Moves the callback state `from` → `to`; returns whether this call did.
-pub async fn set_callback_state(store: &dyn TaskStore, id: &TaskId, from: &[CallbackState], to: CallbackState) -> PortResult<bool> {
+pub async fn set_callback_state(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    from: &[CallbackState],
+    to: CallbackState,
+) -> PortResult<bool> {
     let updated = update(store, id, |task| {
         if from.contains(&task.callback) {
             task.callback = to;

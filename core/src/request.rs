@@ -80,7 +80,13 @@ pub struct GenerationParams {
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: 250, top_p: 0.0, cfg_coef: 3.0, seed: None }
+        Self {
+            temperature: 1.0,
+            top_k: 250,
+            top_p: 0.0,
+            cfg_coef: 3.0,
+            seed: None,
+        }
     }
 }
 
@@ -177,24 +183,36 @@ pub fn parse_call_request(
             field: None,
         });
     };
-    if let Some(unknown) =
-        object.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str()) && !extra_fields.contains(&k.as_str()))
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !KNOWN_FIELDS.contains(&k.as_str()) && !extra_fields.contains(&k.as_str()))
     {
         return Err(RequestError::invalid(
             "unknown_field",
             unknown,
-            format!("unknown field `{unknown}`; expected one of {}", KNOWN_FIELDS.join(", ")),
+            format!(
+                "unknown field `{unknown}`; expected one of {}",
+                KNOWN_FIELDS.join(", ")
+            ),
         ));
     }
 
     let raw_family = required_str(object, "type")?;
     let family = ModelFamily::parse(raw_family).ok_or_else(|| {
-        RequestError::invalid("invalid_type", "type", format!("type must be \"music\" or \"audio\", not {raw_family:?}"))
+        RequestError::invalid(
+            "invalid_type",
+            "type",
+            format!("type must be \"music\" or \"audio\", not {raw_family:?}"),
+        )
     })?;
 
     let prompt = required_str(object, "prompt")?;
     if prompt.trim().is_empty() {
-        return Err(RequestError::invalid("prompt_empty", "prompt", "prompt must not be empty"));
+        return Err(RequestError::invalid(
+            "prompt_empty",
+            "prompt",
+            "prompt must not be empty",
+        ));
     }
     let prompt_chars = prompt.chars().count();
     if prompt_chars > limits.max_prompt_len {
@@ -234,7 +252,10 @@ pub fn parse_call_request(
     };
 
     let user_id = required_str(object, "user_id")?;
-    if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_LEN || user_id.chars().any(char::is_control) {
+    if user_id.is_empty()
+        || user_id.chars().count() > MAX_USER_ID_LEN
+        || user_id.chars().any(char::is_control)
+    {
         return Err(RequestError::invalid(
             "invalid_user_id",
             "user_id",
@@ -259,9 +280,11 @@ pub fn parse_call_request(
 
     let callback_url = match object.get("callback_url") {
         None | Some(Value::Null) => None,
-        Some(Value::String(raw)) => {
-            Some(check_callback_url(raw, &limits.callback_allowed_hosts, marketplace_callback)?)
-        }
+        Some(Value::String(raw)) => Some(check_callback_url(
+            raw,
+            &limits.callback_allowed_hosts,
+            marketplace_callback,
+        )?),
         Some(_) => return Err(wrong_type("callback_url", "a string")),
     };
 
@@ -272,7 +295,10 @@ pub fn parse_call_request(
             return Err(RequestError::invalid(
                 "ttl_out_of_range",
                 "ttl_seconds",
-                format!("ttl_seconds must be 1 to {}, not {n}", limits.max_ttl_seconds),
+                format!(
+                    "ttl_seconds must be 1 to {}, not {n}",
+                    limits.max_ttl_seconds
+                ),
             ))
         }
     };
@@ -301,7 +327,10 @@ fn parse_params(raw: Option<&Value>) -> Result<GenerationParams, RequestError> {
         return Err(RequestError::invalid(
             "unknown_field",
             &format!("params.{unknown}"),
-            format!("unknown parameter `{unknown}`; expected one of {}", KNOWN_PARAMS.join(", ")),
+            format!(
+                "unknown parameter `{unknown}`; expected one of {}",
+                KNOWN_PARAMS.join(", ")
+            ),
         ));
     }
     let field = |name: &str| format!("params.{name}");
@@ -347,7 +376,11 @@ fn check_callback_url(
     marketplace_callback: Option<&str>,
 ) -> Result<String, RequestError> {
     let url = url::Url::parse(raw).map_err(|e| {
-        RequestError::invalid("invalid_callback_url", "callback_url", format!("callback_url is not a URL: {e}"))
+        RequestError::invalid(
+            "invalid_callback_url",
+            "callback_url",
+            format!("callback_url is not a URL: {e}"),
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(RequestError::invalid(
@@ -384,10 +417,18 @@ fn required_number(object: &Map<String, Value>, name: &str) -> Result<f64, Reque
     optional_number(object, name, name)?.ok_or_else(|| missing(name))
 }
 
-fn optional_number(object: &Map<String, Value>, name: &str, field: &str) -> Result<Option<f64>, RequestError> {
+fn optional_number(
+    object: &Map<String, Value>,
+    name: &str,
+    field: &str,
+) -> Result<Option<f64>, RequestError> {
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| wrong_type(field, "a finite number")),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| wrong_type(field, "a finite number")),
         Some(_) => Err(wrong_type(field, "a number")),
     }
 }
@@ -412,7 +453,9 @@ fn optional_integer_named(
                 Ok(Some(i128::from(u)))
             } else {
                 match n.as_f64() {
-                    Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e18 => Ok(Some(f as i128)),
+                    Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e18 => {
+                        Ok(Some(f as i128))
+                    }
                     _ => Err(wrong_type(field, "an integer")),
                 }
             }
@@ -426,19 +469,29 @@ fn missing(field: &str) -> RequestError {
 }
 
 fn wrong_type(field: &str, expected: &str) -> RequestError {
-    RequestError::invalid("invalid_field", field, format!("{field} must be {expected}"))
+    RequestError::invalid(
+        "invalid_field",
+        field,
+        format!("{field} must be {expected}"),
+    )
 }
 
 fn out_of_range(field: &str, range: &str, got: impl std::fmt::Display) -> RequestError {
-    RequestError::invalid("param_out_of_range", field, format!("{field} must be {range}, not {got}"))
+    RequestError::invalid(
+        "param_out_of_range",
+        field,
+        format!("{field} must be {range}, not {got}"),
+    )
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -448,7 +501,10 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { callback_allowed_hosts: vec!["hooks.example.com".into()], ..Limits::default() }
+        Limits {
+            callback_allowed_hosts: vec!["hooks.example.com".into()],
+            ..Limits::default()
+        }
     }
 
     fn parse(body: Value) -> Result<TaskRequest, RequestError> {
@@ -517,12 +573,18 @@ mod tests {
         let mut body = minimal();
         body.as_object_mut().unwrap().remove("user_id");
         let err = parse(body).unwrap_err();
-        assert_eq!((err.code, err.field.as_deref()), ("missing_field", Some("user_id")));
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("missing_field", Some("user_id"))
+        );
 
         let mut body = minimal();
         body["prompt"] = json!(42);
         let err = parse(body).unwrap_err();
-        assert_eq!((err.code, err.field.as_deref()), ("invalid_field", Some("prompt")));
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("invalid_field", Some("prompt"))
+        );
     }
 
     #[test]
@@ -538,11 +600,20 @@ mod tests {
 
     #[test]
     fn params_are_range_checked() {
-        for (name, value) in [("temperature", json!(-1)), ("top_p", json!(1.5)), ("top_k", json!(-3)), ("seed", json!(-1)), ("seed", json!(1.5))] {
+        for (name, value) in [
+            ("temperature", json!(-1)),
+            ("top_p", json!(1.5)),
+            ("top_k", json!(-3)),
+            ("seed", json!(-1)),
+            ("seed", json!(1.5)),
+        ] {
             let mut body = minimal();
             body["params"] = json!({ name: value });
             let err = parse(body).unwrap_err();
-            assert_eq!(err.field.as_deref(), Some(format!("params.{name}").as_str()));
+            assert_eq!(
+                err.field.as_deref(),
+                Some(format!("params.{name}").as_str())
+            );
         }
         let mut body = minimal();
         body["params"] = json!({"seed": 7, "top_k": 50, "cfg_coef": 1.5});
@@ -565,9 +636,15 @@ mod tests {
         body["callback_url"] = json!("https://hooks.example.com/done");
         assert!(parse(body.clone()).is_ok());
         body["callback_url"] = json!("https://market.example.com/other");
-        assert!(parse(body.clone()).is_ok(), "MARKETPLACE_CALLBACK's host is always allowed");
+        assert!(
+            parse(body.clone()).is_ok(),
+            "MARKETPLACE_CALLBACK's host is always allowed"
+        );
         body["callback_url"] = json!("http://169.254.169.254/latest/meta-data");
-        assert_eq!(parse(body.clone()).unwrap_err().code, "callback_not_allowed");
+        assert_eq!(
+            parse(body.clone()).unwrap_err().code,
+            "callback_not_allowed"
+        );
         body["callback_url"] = json!("file:///etc/passwd");
         assert_eq!(parse(body).unwrap_err().code, "invalid_callback_url");
     }

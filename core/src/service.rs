@@ -20,7 +20,9 @@ use crate::records::{self, CancelOutcome};
 use crate::request::{parse_call_request, RequestError};
 use crate::settings::Settings;
 use crate::task::{CallbackState, ModelFamily, StageOutcome, Task, TaskId, TaskStatus, Tenant};
-use crate::view::{HealthDocument, OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument};
+use crate::view::{
+    HealthDocument, OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument,
+};
 
 /// Every backend the domain talks to.
 #[derive(Clone)]
@@ -100,7 +102,10 @@ impl TaskService {
         }
 
         let now = Utc::now();
-        let callback_url = request.callback_url.clone().or_else(|| self.settings.marketplace_callback.clone());
+        let callback_url = request
+            .callback_url
+            .clone()
+            .or_else(|| self.settings.marketplace_callback.clone());
         let samples = usize::from(request.samples);
         let task = Task {
             id: TaskId::generate(),
@@ -113,11 +118,17 @@ impl TaskService {
             created_at: now,
             started_at: None,
             completed_at: None,
-            queue_deadline: request.ttl_seconds.map(|s| now + ChronoDuration::seconds(s as i64)),
+            queue_deadline: request
+                .ttl_seconds
+                .map(|s| now + ChronoDuration::seconds(s as i64)),
             retain_until: None,
             idempotency_key: idempotency_key.map(str::to_owned),
             request_fingerprint: request.fingerprint(),
-            callback: if callback_url.is_some() { CallbackState::Pending } else { CallbackState::NotRequested },
+            callback: if callback_url.is_some() {
+                CallbackState::Pending
+            } else {
+                CallbackState::NotRequested
+            },
             callback_url,
             jobs_enqueued: false,
             version: 1,
@@ -145,7 +156,10 @@ impl TaskService {
 
     async fn enqueue_jobs(&self, task: &Task) -> Result<(), ServiceError> {
         for job in Job::for_task(task) {
-            self.ports.queue.send(QueueName::Jobs(job.family), &encode(&job), Duration::ZERO).await?;
+            self.ports
+                .queue
+                .send(QueueName::Jobs(job.family), &encode(&job), Duration::ZERO)
+                .await?;
         }
         records::mark_jobs_enqueued(self.ports.tasks.as_ref(), &task.id).await?;
         Ok(())
@@ -154,7 +168,12 @@ impl TaskService {
     /// The task as its owner may see it. Another tenant's task is "not found".
     /// With `cached`, a final result in the result cache saves the task-store
     /// read; a cache miss or a cache outage falls back to the store.
-    async fn owned_task(&self, tenant: &Tenant, raw_id: &str, cached: bool) -> Result<Task, ServiceError> {
+    async fn owned_task(
+        &self,
+        tenant: &Tenant,
+        raw_id: &str,
+        cached: bool,
+    ) -> Result<Task, ServiceError> {
         let not_found = || ServiceError::NotFound(raw_id.chars().take(64).collect());
         let id = TaskId::parse(raw_id).ok_or_else(not_found)?;
         let from_cache = if cached {
@@ -182,32 +201,58 @@ impl TaskService {
     }
 
     /// `GET /v1/result/{id}`: the result document with fresh download URLs.
-    pub async fn result(&self, tenant: &Tenant, raw_id: &str) -> Result<TaskDocument, ServiceError> {
+    pub async fn result(
+        &self,
+        tenant: &Tenant,
+        raw_id: &str,
+    ) -> Result<TaskDocument, ServiceError> {
         let mut task = self.owned_task(tenant, raw_id, true).await?;
-        if task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < Utc::now()) {
+        if task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < Utc::now())
+        {
             // Nobody started it in time; say so now rather than when a
             // worker gets to its job.
-            if let Some((expired, true)) =
-                records::expire_if_due(self.ports.tasks.as_ref(), &task.id, Utc::now(), self.result_ttl()).await?
+            if let Some((expired, true)) = records::expire_if_due(
+                self.ports.tasks.as_ref(),
+                &task.id,
+                Utc::now(),
+                self.result_ttl(),
+            )
+            .await?
             {
                 task = expired;
                 self.announce_final(&task.id).await?;
             }
         }
-        document(&self.ports, &self.settings, &task).await.map_err(Into::into)
+        document(&self.ports, &self.settings, &task)
+            .await
+            .map_err(Into::into)
     }
 
     /// `POST /v1/cancel/{id}`.
-    pub async fn cancel(&self, tenant: &Tenant, raw_id: &str) -> Result<TaskDocument, ServiceError> {
+    pub async fn cancel(
+        &self,
+        tenant: &Tenant,
+        raw_id: &str,
+    ) -> Result<TaskDocument, ServiceError> {
         let task = self.owned_task(tenant, raw_id, false).await?;
-        match records::cancel(self.ports.tasks.as_ref(), &task.id, Utc::now(), self.result_ttl()).await? {
+        match records::cancel(
+            self.ports.tasks.as_ref(),
+            &task.id,
+            Utc::now(),
+            self.result_ttl(),
+        )
+        .await?
+        {
             None => Err(ServiceError::NotFound(task.id.to_string())),
-            Some((_, CancelOutcome::AlreadyFinal(status))) => {
-                Err(ServiceError::AlreadyFinal { id: task.id.to_string(), status })
-            }
+            Some((_, CancelOutcome::AlreadyFinal(status))) => Err(ServiceError::AlreadyFinal {
+                id: task.id.to_string(),
+                status,
+            }),
             Some((canceled, CancelOutcome::Canceled)) => {
                 self.announce_final(&canceled.id).await?;
-                document(&self.ports, &self.settings, &canceled).await.map_err(Into::into)
+                document(&self.ports, &self.settings, &canceled)
+                    .await
+                    .map_err(Into::into)
             }
         }
     }
@@ -219,7 +264,12 @@ impl TaskService {
     }
 
     /// Polls until the task is final or `wait` passes (`/v1/generate`).
-    pub async fn wait_until_final(&self, tenant: &Tenant, raw_id: &str, wait: Duration) -> Result<TaskDocument, ServiceError> {
+    pub async fn wait_until_final(
+        &self,
+        tenant: &Tenant,
+        raw_id: &str,
+        wait: Duration,
+    ) -> Result<TaskDocument, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = Duration::from_millis(20);
         loop {
@@ -227,7 +277,10 @@ impl TaskService {
             if doc.status.is_final() || tokio::time::Instant::now() >= deadline {
                 return Ok(doc);
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+            tokio::time::sleep(
+                pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
             pause = (pause * 2).min(Duration::from_millis(250));
         }
     }
@@ -239,7 +292,13 @@ impl TaskService {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<StatsDocument, ServiceError> {
-        let query = StatsQuery { tenant: tenant.clone(), user_id: user_id.clone(), from, to, recent_limit: 10 };
+        let query = StatsQuery {
+            tenant: tenant.clone(),
+            user_id: user_id.clone(),
+            from,
+            to,
+            recent_limit: 10,
+        };
         let summary = self.ports.stats.summarize(&query).await?;
         Ok(StatsDocument {
             user_id,
@@ -257,14 +316,25 @@ impl TaskService {
     /// Reaches every backend; `ok` only when all answer.
     pub async fn health(&self) -> HealthDocument {
         let p = &self.ports;
-        let (tasks, cache, stats, blobs) = tokio::join!(p.tasks.ping(), p.cache.ping(), p.stats.ping(), p.blobs.ping());
+        let (tasks, cache, stats, blobs) = tokio::join!(
+            p.tasks.ping(),
+            p.cache.ping(),
+            p.stats.ping(),
+            p.blobs.ping()
+        );
         let mut backends = BTreeMap::new();
         let mut queues = BTreeMap::new();
         let mut queue_ok = true;
         for family in ModelFamily::ALL {
             match p.queue.depth(QueueName::Jobs(family)).await {
                 Ok(d) => {
-                    queues.insert(family.to_string(), QueueDepthDocument { queued: d.queued, in_flight: d.in_flight });
+                    queues.insert(
+                        family.to_string(),
+                        QueueDepthDocument {
+                            queued: d.queued,
+                            in_flight: d.in_flight,
+                        },
+                    );
                 }
                 Err(_) => queue_ok = false,
             }
@@ -286,12 +356,19 @@ impl TaskService {
 }
 
 /// The result document of a task, with outputs presigned when it succeeded.
-pub async fn document(ports: &Ports, settings: &Settings, task: &Task) -> Result<TaskDocument, BackendError> {
+pub async fn document(
+    ports: &Ports,
+    settings: &Settings,
+    task: &Task,
+) -> Result<TaskDocument, BackendError> {
     let outputs = if task.status == TaskStatus::Succeeded {
         let mut outputs = Vec::with_capacity(task.stages.len());
         for stage in task.stages.iter().flatten() {
             if let StageOutcome::Succeeded { clip, .. } = stage {
-                let url = ports.blobs.presign_get(&clip.blob_key, settings.url_ttl).await?;
+                let url = ports
+                    .blobs
+                    .presign_get(&clip.blob_key, settings.url_ttl)
+                    .await?;
                 outputs.push(OutputDocument {
                     url: url.url,
                     expires_at: url.expires_at,

@@ -110,7 +110,11 @@ impl Settings {
 
     /// Reads settings through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let mut keys = Vec::new();
         if let Some(token) = get("MARKETPLACE_TOKEN") {
@@ -119,10 +123,16 @@ impl Settings {
         if let Some(raw) = get("API_KEYS") {
             for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let Some((name, token)) = pair.split_once(':') else {
-                    return Err(SettingsError { name: "API_KEYS", message: "expected name:token pairs separated by commas".into() });
+                    return Err(SettingsError {
+                        name: "API_KEYS",
+                        message: "expected name:token pairs separated by commas".into(),
+                    });
                 };
                 if name.is_empty() || token.is_empty() {
-                    return Err(SettingsError { name: "API_KEYS", message: "a name or token is empty".into() });
+                    return Err(SettingsError {
+                        name: "API_KEYS",
+                        message: "a name or token is empty".into(),
+                    });
                 }
                 keys.push((Tenant::new(name.trim()), Token::new(token.trim())));
             }
@@ -130,19 +140,37 @@ impl Settings {
 
         let webhook_secret = match get("WEBHOOK_SECRET") {
             None => None,
-            Some(raw) => Some(WebhookSecret::parse(&raw).map_err(|e: SecretError| SettingsError { name: "WEBHOOK_SECRET", message: e.to_string() })?),
+            Some(raw) => {
+                Some(
+                    WebhookSecret::parse(&raw).map_err(|e: SecretError| SettingsError {
+                        name: "WEBHOOK_SECRET",
+                        message: e.to_string(),
+                    })?,
+                )
+            }
         };
 
         let marketplace_callback = get("MARKETPLACE_CALLBACK");
         if let Some(url) = &marketplace_callback {
-            let parsed = url::Url::parse(url).map_err(|e| SettingsError { name: "MARKETPLACE_CALLBACK", message: e.to_string() })?;
+            let parsed = url::Url::parse(url).map_err(|e| SettingsError {
+                name: "MARKETPLACE_CALLBACK",
+                message: e.to_string(),
+            })?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(SettingsError { name: "MARKETPLACE_CALLBACK", message: "must be an http(s) URL".into() });
+                return Err(SettingsError {
+                    name: "MARKETPLACE_CALLBACK",
+                    message: "must be an http(s) URL".into(),
+                });
             }
         }
 
         let callback_allowed_hosts = get("CALLBACK_ALLOWED_HOSTS")
-            .map(|raw| raw.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .map(|raw| {
+                raw.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
 
         let deployed = match get("DEPLOYED_TYPES") {
@@ -153,7 +181,12 @@ impl Settings {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| ModelFamily::parse(s).ok_or_else(|| SettingsError { name: "DEPLOYED_TYPES", message: format!("unknown type {s:?}; use music and/or audio") }))
+                .map(|s| {
+                    ModelFamily::parse(s).ok_or_else(|| SettingsError {
+                        name: "DEPLOYED_TYPES",
+                        message: format!("unknown type {s:?}; use music and/or audio"),
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
 
@@ -176,37 +209,61 @@ impl Settings {
             url_ttl: seconds(&get, "URL_TTL", 3600)?,
             stage_cache_ttl: seconds(&get, "STAGE_CACHE_TTL", 3600)?,
             final_cache_ttl: seconds(&get, "FINAL_CACHE_TTL", 86_400)?,
-            callback_retry_base: Duration::from_millis(number(&get, "CALLBACK_RETRY_BASE_MS", 20_000)?),
+            callback_retry_base: Duration::from_millis(number(
+                &get,
+                "CALLBACK_RETRY_BASE_MS",
+                20_000,
+            )?),
             callback_max_attempts: number(&get, "CALLBACK_MAX_ATTEMPTS", 6)?,
             callback_timeout: Duration::from_millis(number(&get, "CALLBACK_TIMEOUT_MS", 10_000)?),
             max_body_bytes: number(&get, "MAX_BODY_BYTES", 65_536)?,
             max_queued_jobs: (max_queued > 0).then_some(max_queued),
             rate_limit_per_minute: number(&get, "RATE_LIMIT_PER_MINUTE", 0)?,
             deployed,
-            music_gen_model: get("MUSIC_GEN_MODEL").unwrap_or_else(|| "facebook/musicgen-small".into()),
-            audio_gen_model: get("AUDIO_GEN_MODEL").unwrap_or_else(|| "facebook/audiogen-medium".into()),
+            music_gen_model: get("MUSIC_GEN_MODEL")
+                .unwrap_or_else(|| "facebook/musicgen-small".into()),
+            audio_gen_model: get("AUDIO_GEN_MODEL")
+                .unwrap_or_else(|| "facebook/audiogen-medium".into()),
             cache_model_dir: get("CACHE_MODEL_DIR").unwrap_or_else(|| "model_hub".into()),
         })
     }
 }
 
-fn number<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, SettingsError> {
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, SettingsError> {
     match get(name) {
         None => Ok(default),
-        Some(raw) => raw.parse().map_err(|_| SettingsError { name, message: format!("{raw:?} is not a valid non-negative number") }),
+        Some(raw) => raw.parse().map_err(|_| SettingsError {
+            name,
+            message: format!("{raw:?} is not a valid non-negative number"),
+        }),
     }
 }
 
-fn positive(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: f64) -> Result<f64, SettingsError> {
+fn positive(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: f64,
+) -> Result<f64, SettingsError> {
     let value: f64 = number(get, name, default)?;
     if value.is_finite() && value > 0.0 {
         Ok(value)
     } else {
-        Err(SettingsError { name, message: "must be a positive number".into() })
+        Err(SettingsError {
+            name,
+            message: "must be a positive number".into(),
+        })
     }
 }
 
-fn seconds(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, SettingsError> {
     Ok(Duration::from_secs(number(get, name, default)?))
 }
 
@@ -217,7 +274,10 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -236,25 +296,56 @@ mod tests {
 
     #[test]
     fn marketplace_token_and_api_keys_are_separate_tenants() {
-        let s = settings(&[("MARKETPLACE_TOKEN", "m-secret"), ("API_KEYS", "acme:a-secret, beta:b-secret")]).unwrap();
-        assert_eq!(s.client_keys.tenant_for("m-secret"), Some(Tenant::new("marketplace")));
-        assert_eq!(s.client_keys.tenant_for("b-secret"), Some(Tenant::new("beta")));
+        let s = settings(&[
+            ("MARKETPLACE_TOKEN", "m-secret"),
+            ("API_KEYS", "acme:a-secret, beta:b-secret"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.client_keys.tenant_for("m-secret"),
+            Some(Tenant::new("marketplace"))
+        );
+        assert_eq!(
+            s.client_keys.tenant_for("b-secret"),
+            Some(Tenant::new("beta"))
+        );
         assert_eq!(s.client_keys.tenant_for("b-secre"), None);
         assert_eq!(s.client_keys.tenant_for(""), None);
     }
 
     #[test]
     fn malformed_settings_name_the_variable() {
-        assert_eq!(settings(&[("MAX_PROMPT_LEN", "lots")]).unwrap_err().name, "MAX_PROMPT_LEN");
-        assert_eq!(settings(&[("API_KEYS", "no-colon")]).unwrap_err().name, "API_KEYS");
-        assert_eq!(settings(&[("WEBHOOK_SECRET", "whsec_???")]).unwrap_err().name, "WEBHOOK_SECRET");
-        assert_eq!(settings(&[("MAX_DURATION", "-3")]).unwrap_err().name, "MAX_DURATION");
-        assert_eq!(settings(&[("DEPLOYED_TYPES", "video")]).unwrap_err().name, "DEPLOYED_TYPES");
+        assert_eq!(
+            settings(&[("MAX_PROMPT_LEN", "lots")]).unwrap_err().name,
+            "MAX_PROMPT_LEN"
+        );
+        assert_eq!(
+            settings(&[("API_KEYS", "no-colon")]).unwrap_err().name,
+            "API_KEYS"
+        );
+        assert_eq!(
+            settings(&[("WEBHOOK_SECRET", "whsec_???")])
+                .unwrap_err()
+                .name,
+            "WEBHOOK_SECRET"
+        );
+        assert_eq!(
+            settings(&[("MAX_DURATION", "-3")]).unwrap_err().name,
+            "MAX_DURATION"
+        );
+        assert_eq!(
+            settings(&[("DEPLOYED_TYPES", "video")]).unwrap_err().name,
+            "DEPLOYED_TYPES"
+        );
     }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let s = settings(&[("MARKETPLACE_TOKEN", "super-secret-token"), ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]).unwrap();
+        let s = settings(&[
+            ("MARKETPLACE_TOKEN", "super-secret-token"),
+            ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ])
+        .unwrap();
         let dump = format!("{s:?}");
         assert!(!dump.contains("super-secret-token"));
         assert!(!dump.contains("MfKQ9r8"));

@@ -65,7 +65,11 @@ impl TaskDocument {
             duration: task.request.duration,
             samples: task.request.samples,
             user_id: task.request.user_id.clone(),
-            progress: if task.status == TaskStatus::Succeeded { 1.0 } else { task.progress },
+            progress: if task.status == TaskStatus::Succeeded {
+                1.0
+            } else {
+                task.progress
+            },
             outputs,
             error: task.error.clone(),
             created_at: task.created_at,

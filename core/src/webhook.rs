@@ -46,19 +46,25 @@ impl WebhookSecret {
 
     /// `v1,<base64 signature>` of `id.timestamp.body`.
     pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &str) -> String {
-        format!("v1,{}", BASE64.encode(self.mac(webhook_id, timestamp, body)))
+        format!(
+            "v1,{}",
+            BASE64.encode(self.mac(webhook_id, timestamp, body))
+        )
     }
 
     /// Checks a `webhook-signature` header (which may list several
     /// space-separated signatures) in constant time.
     pub fn verify(&self, webhook_id: &str, timestamp: i64, body: &str, header: &str) -> bool {
         let expected = self.mac(webhook_id, timestamp, body);
-        header.split(' ').filter_map(|sig| sig.strip_prefix("v1,")).any(|encoded| {
-            BASE64
-                .decode(encoded)
-                .map(|given| given.ct_eq(&expected).into())
-                .unwrap_or(false)
-        })
+        header
+            .split(' ')
+            .filter_map(|sig| sig.strip_prefix("v1,"))
+            .any(|encoded| {
+                BASE64
+                    .decode(encoded)
+                    .map(|given| given.ct_eq(&expected).into())
+                    .unwrap_or(false)
+            })
     }
 
     fn mac(&self, webhook_id: &str, timestamp: i64, body: &str) -> Vec<u8> {
@@ -110,7 +116,10 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_refused_and_never_printed() {
-        assert_eq!(WebhookSecret::parse("whsec_!!!").unwrap_err(), SecretError::NotBase64);
+        assert_eq!(
+            WebhookSecret::parse("whsec_!!!").unwrap_err(),
+            SecretError::NotBase64
+        );
         assert_eq!(WebhookSecret::parse("").unwrap_err(), SecretError::Empty);
         let secret = WebhookSecret::parse(SPEC_SECRET).unwrap();
         assert!(!format!("{secret:?}").contains("MfKQ"));

@@ -49,7 +49,11 @@ impl RecordOutcome {
 /// itself), and every record that was not handled is named in
 /// `batch_item_failures` (the function's event source mapping must have
 /// `ReportBatchItemFailures`).
-pub async fn handle_completion_batch(ports: &Ports, settings: &Settings, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_completion_batch(
+    ports: &Ports,
+    settings: &Settings,
+    event: SqsEvent,
+) -> SqsBatchResponse {
     let step = Completion { ports, settings };
     let mut response = SqsBatchResponse::default();
     for record in &event.records {
@@ -80,7 +84,11 @@ async fn handle_record(step: &Completion<'_>, record: &SqsMessage) -> RecordOutc
 }
 
 fn log_outcome(message_id: &str, record: &SqsMessage, outcome: &RecordOutcome) {
-    let receive_count = record.attributes.get("ApproximateReceiveCount").map(String::as_str).unwrap_or("?");
+    let receive_count = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .map(String::as_str)
+        .unwrap_or("?");
     match outcome {
         RecordOutcome::Handled(outcome) => {
             tracing::debug!(message_id, ?outcome, "completion event handled");
@@ -109,8 +117,13 @@ fn outcome_error(outcome: &RecordOutcome) -> String {
 /// environment wins; otherwise `<NAME>_SECRET_ARN` names the secret to read
 /// at cold start. ECS injects secrets into the environment by itself; Lambda
 /// does not, hence this.
-pub const SECRET_SETTINGS: [&str; 5] =
-    ["MARKETPLACE_TOKEN", "MARKETPLACE_CALLBACK", "API_KEYS", "WEBHOOK_SECRET", "POSTGRES_PASSWORD"];
+pub const SECRET_SETTINGS: [&str; 5] = [
+    "MARKETPLACE_TOKEN",
+    "MARKETPLACE_CALLBACK",
+    "API_KEYS",
+    "WEBHOOK_SECRET",
+    "POSTGRES_PASSWORD",
+];
 
 /// A reference to a secret: `<arn>` for a plain-string secret, or
 /// `<arn>#<field>` for one field of a JSON secret (RDS-managed master
@@ -129,14 +142,19 @@ impl SecretRef {
             Some((id, _)) => (id, None),
             None => (raw, None),
         };
-        (!id.is_empty()).then(|| SecretRef { secret_id: id.to_owned(), field })
+        (!id.is_empty()).then(|| SecretRef {
+            secret_id: id.to_owned(),
+            field,
+        })
     }
 
     /// The setting's value out of the secret's string.
     pub fn select(&self, secret_string: &str) -> anyhow::Result<String> {
-        let Some(field) = &self.field else { return Ok(secret_string.to_owned()) };
-        let value: serde_json::Value =
-            serde_json::from_str(secret_string).context("the secret is not a JSON object, but a field was asked for")?;
+        let Some(field) = &self.field else {
+            return Ok(secret_string.to_owned());
+        };
+        let value: serde_json::Value = serde_json::from_str(secret_string)
+            .context("the secret is not a JSON object, but a field was asked for")?;
         match value.get(field) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
             Some(other) if !other.is_null() => Ok(other.to_string()),
@@ -147,7 +165,9 @@ impl SecretRef {
 
 /// The secret references to resolve: `(setting name, reference)` for every
 /// setting of [`SECRET_SETTINGS`] that is not set directly.
-pub fn secret_refs(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(&'static str, SecretRef)>> {
+pub fn secret_refs(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<(&'static str, SecretRef)>> {
     let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let mut refs = Vec::new();
     for name in SECRET_SETTINGS {
@@ -156,7 +176,8 @@ pub fn secret_refs(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Ve
         }
         let arn_name = format!("{name}_SECRET_ARN");
         if let Some(raw) = get(&arn_name) {
-            let reference = SecretRef::parse(&raw).with_context(|| format!("{arn_name} is not a secret reference"))?;
+            let reference = SecretRef::parse(&raw)
+                .with_context(|| format!("{arn_name} is not a secret reference"))?;
             refs.push((name, reference));
         }
     }
@@ -180,9 +201,15 @@ pub async fn resolve_secrets(
             .secret_id(&reference.secret_id)
             .send()
             .await
-            .with_context(|| format!("Failed to read the secret for {name} from Secrets Manager"))?;
-        let raw = found.secret_string().with_context(|| format!("the secret for {name} is binary, not a string"))?;
-        let value = reference.select(raw).with_context(|| format!("Failed to read the secret for {name}"))?;
+            .with_context(|| {
+                format!("Failed to read the secret for {name} from Secrets Manager")
+            })?;
+        let raw = found
+            .secret_string()
+            .with_context(|| format!("the secret for {name} is binary, not a string"))?;
+        let value = reference
+            .select(raw)
+            .with_context(|| format!("Failed to read the secret for {name}"))?;
         values.insert(name.to_owned(), value);
         tracing::info!(setting = name, "setting read from Secrets Manager");
     }
@@ -206,13 +233,21 @@ impl FunctionEnvironment {
         let bootstrap = AwsSettings::from_lookup(env).context("invalid AWS settings")?;
         let sdk = sound_creator_aws::sdk_config(&bootstrap).await;
         let secrets = resolve_secrets(&sdk, secret_refs(env)?).await?;
-        let lookup = |name: &str| secrets.get(name).cloned().or_else(|| std::env::var(name).ok());
+        let lookup = |name: &str| {
+            secrets
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+        };
 
         let settings = Arc::new(Settings::from_lookup(lookup).context("invalid settings")?);
         let aws = AwsSettings::from_lookup(lookup).context("invalid AWS settings")?;
-        let backends = AwsBackends::connect(&aws).await.context("Failed to connect the AWS backends")?;
+        let backends = AwsBackends::connect(&aws)
+            .await
+            .context("Failed to connect the AWS backends")?;
         let callbacks: Arc<dyn CallbackSender> = Arc::new(
-            HttpCallbackSender::new(settings.callback_timeout).context("Failed to build the HTTP client for callbacks")?,
+            HttpCallbackSender::new(settings.callback_timeout)
+                .context("Failed to build the HTTP client for callbacks")?,
         );
         let ports = Ports {
             tasks: backends.tasks,
@@ -247,13 +282,23 @@ mod tests {
 
     #[test]
     fn a_secret_reference_may_name_a_json_field() {
-        let plain = SecretRef::parse("arn:aws:secretsmanager:eu-west-1:1:secret:token-AbC").expect("valid");
+        let plain =
+            SecretRef::parse("arn:aws:secretsmanager:eu-west-1:1:secret:token-AbC").expect("valid");
         assert_eq!(plain.field, None);
         assert_eq!(plain.select("s3cr3t").expect("plain"), "s3cr3t");
 
-        let field = SecretRef::parse("arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-1#password").expect("valid");
-        assert_eq!(field.secret_id, "arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-1");
-        assert_eq!(field.select(r#"{"username":"u","password":"p@ss"}"#).expect("field"), "p@ss");
+        let field = SecretRef::parse("arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-1#password")
+            .expect("valid");
+        assert_eq!(
+            field.secret_id,
+            "arn:aws:secretsmanager:eu-west-1:1:secret:rds!db-1"
+        );
+        assert_eq!(
+            field
+                .select(r#"{"username":"u","password":"p@ss"}"#)
+                .expect("field"),
+            "p@ss"
+        );
         assert!(field.select(r#"{"username":"u"}"#).is_err());
         assert!(field.select("not json").is_err());
         assert!(SecretRef::parse("  ").is_none());
@@ -270,7 +315,13 @@ mod tests {
         let refs = secret_refs(|name| vars.get(name).map(|v| (*v).to_owned())).expect("valid");
         assert_eq!(
             refs,
-            vec![("POSTGRES_PASSWORD", SecretRef { secret_id: "arn:rds".into(), field: Some("password".into()) })]
+            vec![(
+                "POSTGRES_PASSWORD",
+                SecretRef {
+                    secret_id: "arn:rds".into(),
+                    field: Some("password".into())
+                }
+            )]
         );
     }
 }

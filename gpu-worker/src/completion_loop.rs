@@ -25,17 +25,29 @@ pub struct CompletionLoop {
 
 impl CompletionLoop {
     pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
-        Self { ports, settings, poll_wait: Duration::from_secs(10), batch: 10 }
+        Self {
+            ports,
+            settings,
+            poll_wait: Duration::from_secs(10),
+            batch: 10,
+        }
     }
 
     /// Handles one batch of events; each is deleted only once handled, so
     /// a failure leaves it for redelivery.
     pub async fn try_execute_events(&self) -> Result<ExecutionOutcome, BackendError> {
-        let deliveries = self.ports.queue.receive(QueueName::Completions, self.batch, self.poll_wait).await?;
+        let deliveries = self
+            .ports
+            .queue
+            .receive(QueueName::Completions, self.batch, self.poll_wait)
+            .await?;
         if deliveries.is_empty() {
             return Ok(ExecutionOutcome::EmptyQueue);
         }
-        let step = Completion { ports: &self.ports, settings: &self.settings };
+        let step = Completion {
+            ports: &self.ports,
+            settings: &self.settings,
+        };
         let handled = deliveries.len();
         for delivery in deliveries {
             let event: CompletionEvent = match decode(&delivery.body) {
@@ -48,9 +60,14 @@ impl CompletionLoop {
             match step.handle(&event).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "completion event handled");
-                    self.ports.queue.delete(QueueName::Completions, &delivery.receipt).await?;
+                    self.ports
+                        .queue
+                        .delete(QueueName::Completions, &delivery.receipt)
+                        .await?;
                 }
-                Err(e) => tracing::warn!(error = %e, ?event, "completion event failed; it will be redelivered"),
+                Err(e) => {
+                    tracing::warn!(error = %e, ?event, "completion event failed; it will be redelivered")
+                }
             }
         }
         Ok(ExecutionOutcome::Handled(handled))

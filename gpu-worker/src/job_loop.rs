@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use sound_creator_core::audio::{encode_wav, AudioGenerator, GenerationError, StepControl, StepObserver};
+use sound_creator_core::audio::{
+    encode_wav, AudioGenerator, GenerationError, StepControl, StepObserver,
+};
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
 use sound_creator_core::ports::{clip_key, BackendError, Delivery, QueueName};
@@ -83,8 +85,19 @@ struct Runnable {
 }
 
 impl Worker {
-    pub fn new(ports: Ports, settings: Arc<Settings>, generator: Arc<dyn AudioGenerator>, config: WorkerConfig) -> Self {
-        Self { ports, settings, generator, config, stopping: Arc::new(AtomicBool::new(false)) }
+    pub fn new(
+        ports: Ports,
+        settings: Arc<Settings>,
+        generator: Arc<dyn AudioGenerator>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            ports,
+            settings,
+            generator,
+            config,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn queue(&self) -> QueueName {
@@ -126,7 +139,11 @@ impl Worker {
     /// One turn: receive up to a batch of jobs and carry each to an end
     /// (done, dropped, failed, or released for a retry).
     pub async fn try_execute_jobs(&self) -> Result<ExecutionOutcome, BackendError> {
-        let deliveries = self.ports.queue.receive(self.queue(), self.config.max_batch, self.config.poll_wait).await?;
+        let deliveries = self
+            .ports
+            .queue
+            .receive(self.queue(), self.config.max_batch, self.config.poll_wait)
+            .await?;
         if deliveries.is_empty() {
             return Ok(ExecutionOutcome::EmptyQueue);
         }
@@ -156,7 +173,17 @@ impl Worker {
         };
         if job.family != self.config.family {
             tracing::error!(task_id = %job.task_id, "a {} job arrived on the {} queue; failing its stage", job.family, self.config.family);
-            self.finish_stage(&job, &delivery, StageOutcome::Failed { error: TaskError::new("wrong_queue", "the job was sent to another model family's queue") }).await?;
+            self.finish_stage(
+                &job,
+                &delivery,
+                StageOutcome::Failed {
+                    error: TaskError::new(
+                        "wrong_queue",
+                        "the job was sent to another model family's queue",
+                    ),
+                },
+            )
+            .await?;
             return Ok(None);
         }
         if delivery.receive_count > self.config.max_attempts {
@@ -165,15 +192,26 @@ impl Worker {
                 "job_failed_repeatedly",
                 format!("the job was started {} times without finishing (worker crash, out of memory or a persistent engine error)", delivery.receive_count - 1),
             );
-            self.finish_stage(&job, &delivery, StageOutcome::Failed { error }).await?;
+            self.finish_stage(&job, &delivery, StageOutcome::Failed { error })
+                .await?;
             return Ok(None);
         }
-        match records::start_stage(self.ports.tasks.as_ref(), &job.task_id, job.index, Utc::now()).await? {
+        match records::start_stage(
+            self.ports.tasks.as_ref(),
+            &job.task_id,
+            job.index,
+            Utc::now(),
+        )
+        .await?
+        {
             None => {
                 // The task record may not be visible yet (it is written before
                 // the jobs are sent, but stores can lag); look again later.
                 tracing::warn!(task_id = %job.task_id, "job for an unknown task; will look again");
-                self.ports.queue.extend_visibility(queue, &delivery.receipt, Duration::from_secs(5)).await?;
+                self.ports
+                    .queue
+                    .extend_visibility(queue, &delivery.receipt, Duration::from_secs(5))
+                    .await?;
                 Ok(None)
             }
             Some((_, StageStart::AlreadyDone | StageStart::TaskFinal(_))) => {
@@ -186,7 +224,11 @@ impl Worker {
                 self.ports.queue.delete(queue, &delivery.receipt).await?;
                 Ok(None)
             }
-            Some((_, StageStart::Run)) => Ok(Some(Runnable { job, delivery, canceled: Arc::new(AtomicBool::new(false)) })),
+            Some((_, StageStart::Run)) => Ok(Some(Runnable {
+                job,
+                delivery,
+                canceled: Arc::new(AtomicBool::new(false)),
+            })),
         }
     }
 
@@ -203,11 +245,20 @@ impl Worker {
         let monitor = self.spawn_progress_monitor(&batch, progress_rx, all_canceled.clone());
 
         let generator = self.generator.clone();
-        let mut observer = BatchObserver { progress: progress_tx, all_canceled, stopping: self.stopping.clone() };
+        let mut observer = BatchObserver {
+            progress: progress_tx,
+            all_canceled,
+            stopping: self.stopping.clone(),
+        };
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || generator.generate(&requests, &mut observer))
-            .await
-            .unwrap_or_else(|e| Err(GenerationError::Engine(format!("the generator panicked: {e}"))));
+        let result =
+            tokio::task::spawn_blocking(move || generator.generate(&requests, &mut observer))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(GenerationError::Engine(format!(
+                        "the generator panicked: {e}"
+                    )))
+                });
         let inference_ms = started.elapsed().as_millis() as u64;
         heartbeat.abort();
         monitor.abort();
@@ -216,27 +267,42 @@ impl Worker {
             Ok(clips) => {
                 for (runnable, clip) in batch.iter().zip(clips) {
                     if runnable.canceled.load(Ordering::SeqCst) {
-                        self.ports.queue.delete(queue, &runnable.delivery.receipt).await?;
+                        self.ports
+                            .queue
+                            .delete(queue, &runnable.delivery.receipt)
+                            .await?;
                         continue;
                     }
                     let outcome = self.store_clip(&runnable.job, &clip, inference_ms).await?;
-                    self.finish_stage(&runnable.job, &runnable.delivery, outcome).await?;
+                    self.finish_stage(&runnable.job, &runnable.delivery, outcome)
+                        .await?;
                 }
             }
             Err(GenerationError::Canceled) => {
                 for runnable in &batch {
                     if runnable.canceled.load(Ordering::SeqCst) {
-                        self.ports.queue.delete(queue, &runnable.delivery.receipt).await?;
+                        self.ports
+                            .queue
+                            .delete(queue, &runnable.delivery.receipt)
+                            .await?;
                     } else {
                         // Stopped for shutdown: hand the job to another worker.
-                        self.ports.queue.release(queue, &runnable.delivery.receipt).await?;
+                        self.ports
+                            .queue
+                            .release(queue, &runnable.delivery.receipt)
+                            .await?;
                     }
                 }
             }
             Err(GenerationError::Rejected(message)) => {
                 for runnable in &batch {
                     let error = TaskError::new("generation_rejected", message.clone());
-                    self.finish_stage(&runnable.job, &runnable.delivery, StageOutcome::Failed { error }).await?;
+                    self.finish_stage(
+                        &runnable.job,
+                        &runnable.delivery,
+                        StageOutcome::Failed { error },
+                    )
+                    .await?;
                 }
             }
             Err(GenerationError::Engine(message)) => {
@@ -244,9 +310,17 @@ impl Worker {
                 for runnable in &batch {
                     if runnable.delivery.receive_count >= self.config.max_attempts {
                         let error = TaskError::new("engine_error", message.clone());
-                        self.finish_stage(&runnable.job, &runnable.delivery, StageOutcome::Failed { error }).await?;
+                        self.finish_stage(
+                            &runnable.job,
+                            &runnable.delivery,
+                            StageOutcome::Failed { error },
+                        )
+                        .await?;
                     } else {
-                        self.ports.queue.release(queue, &runnable.delivery.receipt).await?;
+                        self.ports
+                            .queue
+                            .release(queue, &runnable.delivery.receipt)
+                            .await?;
                     }
                 }
             }
@@ -256,10 +330,18 @@ impl Worker {
 
     /// Writes the WAV and describes it. The key depends only on the task and
     /// sample, so a rerun of the same job overwrites its own output.
-    async fn store_clip(&self, job: &Job, clip: &sound_creator_core::audio::Clip, inference_ms: u64) -> Result<StageOutcome, BackendError> {
+    async fn store_clip(
+        &self,
+        job: &Job,
+        clip: &sound_creator_core::audio::Clip,
+        inference_ms: u64,
+    ) -> Result<StageOutcome, BackendError> {
         let format = AudioFormat::Wav;
         let bytes = encode_wav(clip);
-        let sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
         let key = clip_key(&job.task_id, job.index, format.extension());
         let output = ClipOutput {
             blob_key: key.clone(),
@@ -270,19 +352,50 @@ impl Worker {
             bytes: bytes.len() as u64,
             sha256,
         };
-        self.ports.blobs.put(&key, bytes, format.content_type()).await?;
-        Ok(StageOutcome::Succeeded { clip: output, inference_ms })
+        self.ports
+            .blobs
+            .put(&key, bytes, format.content_type())
+            .await?;
+        Ok(StageOutcome::Succeeded {
+            clip: output,
+            inference_ms,
+        })
     }
 
     /// Records a stage's outcome: the temporary result in the cache, the
     /// event for the completion step, then (only then) the message deleted.
-    async fn finish_stage(&self, job: &Job, delivery: &Delivery, outcome: StageOutcome) -> Result<(), BackendError> {
-        if let Err(e) = self.ports.cache.put_stage(&job.task_id, job.index, &outcome, self.settings.stage_cache_ttl).await {
+    async fn finish_stage(
+        &self,
+        job: &Job,
+        delivery: &Delivery,
+        outcome: StageOutcome,
+    ) -> Result<(), BackendError> {
+        if let Err(e) = self
+            .ports
+            .cache
+            .put_stage(
+                &job.task_id,
+                job.index,
+                &outcome,
+                self.settings.stage_cache_ttl,
+            )
+            .await
+        {
             tracing::warn!(task_id = %job.task_id, error = %e, "could not cache the stage result");
         }
-        let event = CompletionEvent::StageFinished { task_id: job.task_id.clone(), index: job.index, outcome };
-        self.ports.queue.send(QueueName::Completions, &encode(&event), Duration::ZERO).await?;
-        self.ports.queue.delete(self.queue(), &delivery.receipt).await
+        let event = CompletionEvent::StageFinished {
+            task_id: job.task_id.clone(),
+            index: job.index,
+            outcome,
+        };
+        self.ports
+            .queue
+            .send(QueueName::Completions, &encode(&event), Duration::ZERO)
+            .await?;
+        self.ports
+            .queue
+            .delete(self.queue(), &delivery.receipt)
+            .await
     }
 
     /// Renews the visibility of every message of the batch at a third of the
@@ -314,14 +427,28 @@ impl Worker {
     ) -> tokio::task::JoinHandle<()> {
         let tasks = self.ports.tasks.clone();
         let interval = self.config.progress_interval;
-        let jobs: Vec<_> = batch.iter().map(|r| (r.job.task_id.clone(), r.job.index, r.canceled.clone())).collect();
+        let jobs: Vec<_> = batch
+            .iter()
+            .map(|r| (r.job.task_id.clone(), r.job.index, r.canceled.clone()))
+            .collect();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
                 let (done, total) = *progress.borrow_and_update();
-                let fraction = if total == 0 { 0.0 } else { done as f32 / total as f32 };
+                let fraction = if total == 0 {
+                    0.0
+                } else {
+                    done as f32 / total as f32
+                };
                 for (task_id, index, canceled) in &jobs {
-                    match records::set_stage_progress(tasks.as_ref(), task_id, *index, fraction.min(0.99)).await {
+                    match records::set_stage_progress(
+                        tasks.as_ref(),
+                        task_id,
+                        *index,
+                        fraction.min(0.99),
+                    )
+                    .await
+                    {
                         Ok(Some(TaskStatus::Running)) => {}
                         Ok(_) => canceled.store(true, Ordering::SeqCst),
                         Err(e) => tracing::warn!(%task_id, error = %e, "could not record progress"),

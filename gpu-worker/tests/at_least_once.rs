@@ -29,7 +29,11 @@ async fn callback_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
         post(move |headers: HeaderMap| {
             let log = log.clone();
             async move {
-                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
                 log.lock().unwrap().push(id);
                 "ok"
             }
@@ -42,7 +46,10 @@ async fn callback_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 fn tiny_model() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tiny-musicgen")
+        .display()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,29 +64,57 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
         })
         .unwrap(),
     );
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).await.unwrap();
-    let callbacks: Arc<dyn CallbackSender> = Arc::new(HttpCallbackSender::new(Duration::from_secs(5)).unwrap());
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+        .await
+        .unwrap();
+    let callbacks: Arc<dyn CallbackSender> =
+        Arc::new(HttpCallbackSender::new(Duration::from_secs(5)).unwrap());
     let ports = store.ports(callbacks);
     let service = TaskService::new(ports.clone(), settings.clone());
     let tenant = Tenant::new("marketplace");
 
     let body = json!({"type": "music", "prompt": "twice", "duration": 0.3, "user_id": "u1", "params": {"seed": 1}});
-    let Submitted::Created(doc) = service.submit(&tenant, &body, None, &[]).await.unwrap() else { panic!("created") };
+    let Submitted::Created(doc) = service.submit(&tenant, &body, None, &[]).await.unwrap() else {
+        panic!("created")
+    };
     let task_id = TaskId::parse(&doc.task_id).unwrap();
 
     // The queue delivers the job a second time (as SQS may).
     let task = ports.tasks.get(&task_id).await.unwrap().unwrap();
     let job = Job::for_task(&task).remove(0);
-    ports.queue.send(QueueName::Jobs(ModelFamily::Music), &encode(&job), Duration::ZERO).await.unwrap();
+    ports
+        .queue
+        .send(
+            QueueName::Jobs(ModelFamily::Music),
+            &encode(&job),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
 
-    let engine = MusicGenEngine::load(&tiny_model(), dir.path(), tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let engine = MusicGenEngine::load(
+        &tiny_model(),
+        dir.path(),
+        tch::Device::Cpu,
+        tch::Kind::Float,
+    )
+    .unwrap();
     let mut config = WorkerConfig::new(ModelFamily::Music);
     config.poll_wait = Duration::from_millis(100);
     let worker = Worker::new(ports.clone(), settings.clone(), Arc::new(engine), config);
     // Both deliveries are worked before any completion runs: the worst case.
-    assert_eq!(worker.try_execute_jobs().await.unwrap(), ExecutionOutcome::Handled(1));
-    assert_eq!(worker.try_execute_jobs().await.unwrap(), ExecutionOutcome::Handled(1));
-    assert_eq!(worker.try_execute_jobs().await.unwrap(), ExecutionOutcome::EmptyQueue);
+    assert_eq!(
+        worker.try_execute_jobs().await.unwrap(),
+        ExecutionOutcome::Handled(1)
+    );
+    assert_eq!(
+        worker.try_execute_jobs().await.unwrap(),
+        ExecutionOutcome::Handled(1)
+    );
+    assert_eq!(
+        worker.try_execute_jobs().await.unwrap(),
+        ExecutionOutcome::EmptyQueue
+    );
 
     // Every completion event is delivered twice too.
     let mut completion = CompletionLoop::new(ports.clone(), settings.clone());
@@ -87,11 +122,25 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
     completion.batch = 1;
     let mut rounds = 0;
     loop {
-        let deliveries = ports.queue.receive(QueueName::Completions, 1, Duration::from_millis(100)).await.unwrap();
-        let Some(delivery) = deliveries.into_iter().next() else { break };
+        let deliveries = ports
+            .queue
+            .receive(QueueName::Completions, 1, Duration::from_millis(100))
+            .await
+            .unwrap();
+        let Some(delivery) = deliveries.into_iter().next() else {
+            break;
+        };
         let event: CompletionEvent = decode(&delivery.body).unwrap();
-        ports.queue.send(QueueName::Completions, &encode(&event), Duration::ZERO).await.unwrap();
-        ports.queue.release(QueueName::Completions, &delivery.receipt).await.unwrap();
+        ports
+            .queue
+            .send(QueueName::Completions, &encode(&event), Duration::ZERO)
+            .await
+            .unwrap();
+        ports
+            .queue
+            .release(QueueName::Completions, &delivery.receipt)
+            .await
+            .unwrap();
         completion.try_execute_events().await.unwrap();
         completion.try_execute_events().await.unwrap();
         rounds += 1;
@@ -100,13 +149,25 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
 
     let task = ports.tasks.get(&task_id).await.unwrap().unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
-    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs/tasks").join(task_id.as_str())).unwrap().collect();
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs/tasks").join(task_id.as_str()))
+        .unwrap()
+        .collect();
     assert_eq!(blobs.len(), 1, "one output set");
     let stats = ports
         .stats
-        .summarize(&StatsQuery { tenant, user_id: None, from: None, to: None, recent_limit: 10 })
+        .summarize(&StatsQuery {
+            tenant,
+            user_id: None,
+            from: None,
+            to: None,
+            recent_limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(stats.requests, 1, "one stats row");
-    assert_eq!(*callback_ids.lock().unwrap(), vec![format!("msg_{task_id}")], "one callback");
+    assert_eq!(
+        *callback_ids.lock().unwrap(),
+        vec![format!("msg_{task_id}")],
+        "one callback"
+    );
 }

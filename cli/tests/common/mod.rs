@@ -21,7 +21,10 @@ pub const OTHER_TOKEN: &str = "acme-token";
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
 }
 
 pub fn tiny_model() -> PathBuf {
@@ -50,7 +53,12 @@ impl App {
     }
 
     /// Any subcommand with extra arguments (e.g. `--backend aws`).
-    pub fn spawn_full(subcommand: &'static str, extra_args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> App {
+    pub fn spawn_full(
+        subcommand: &'static str,
+        extra_args: &[&str],
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> App {
         let mut env: Vec<(String, String)> = vec![
             ("MARKETPLACE_TOKEN".into(), TOKEN.into()),
             ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
@@ -69,7 +77,12 @@ impl App {
         Self::start(subcommand, args, data_dir.to_path_buf(), env)
     }
 
-    fn start(subcommand: &'static str, extra_args: Vec<String>, data_dir: PathBuf, env: Vec<(String, String)>) -> App {
+    fn start(
+        subcommand: &'static str,
+        extra_args: Vec<String>,
+        data_dir: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> App {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
         command
             .args([subcommand, "--port", "0", "--host", "127.0.0.1"])
@@ -86,13 +99,23 @@ impl App {
         let mut child = command.spawn().expect("start sound-creator serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"))
             .to_owned();
-        App { base, data_dir, child, env, subcommand, extra_args, client: reqwest::Client::new() }
+        App {
+            base,
+            data_dir,
+            child,
+            env,
+            subcommand,
+            extra_args,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// Stops the process (SIGKILL: nothing gets a chance to clean up) and
@@ -105,7 +128,11 @@ impl App {
     pub fn restart_as(mut self, subcommand: &'static str) -> App {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (data_dir, env, args) = (self.data_dir.clone(), std::mem::take(&mut self.env), std::mem::take(&mut self.extra_args));
+        let (data_dir, env, args) = (
+            self.data_dir.clone(),
+            std::mem::take(&mut self.env),
+            std::mem::take(&mut self.extra_args),
+        );
         Self::start(subcommand, args, data_dir, env)
     }
 
@@ -113,7 +140,12 @@ impl App {
         format!("{}{path}", self.base)
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, HeaderMap, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut req = self.client.post(self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -139,13 +171,18 @@ impl App {
     pub async fn wait_final(&self, task_id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let (status, _, doc) = self.get(&format!("/v1/result/{task_id}"), Some(TOKEN)).await;
+            let (status, _, doc) = self
+                .get(&format!("/v1/result/{task_id}"), Some(TOKEN))
+                .await;
             assert_eq!(status, StatusCode::OK, "{doc}");
             let state = doc["status"].as_str().unwrap_or_default().to_owned();
             if !matches!(state.as_str(), "queued" | "running") {
                 return doc;
             }
-            assert!(Instant::now() < deadline, "task {task_id} still {state} after {within:?}: {doc}");
+            assert!(
+                Instant::now() < deadline,
+                "task {task_id} still {state} after {within:?}: {doc}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -153,11 +190,16 @@ impl App {
     pub async fn wait_status(&self, task_id: &str, wanted: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let (_, _, doc) = self.get(&format!("/v1/result/{task_id}"), Some(TOKEN)).await;
+            let (_, _, doc) = self
+                .get(&format!("/v1/result/{task_id}"), Some(TOKEN))
+                .await;
             if doc["status"] == wanted {
                 return doc;
             }
-            assert!(Instant::now() < deadline, "task {task_id} never became {wanted}: {doc}");
+            assert!(
+                Instant::now() < deadline,
+                "task {task_id} never became {wanted}: {doc}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -182,7 +224,8 @@ async fn into_parts(resp: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
         }
     }
     let bytes = resp.bytes().await.expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
     (status, headers, body)
 }
 
@@ -212,23 +255,37 @@ impl CallbackReceiver {
     pub async fn start(fail_first: usize) -> CallbackReceiver {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let state = (received.clone(), fail_first);
-        let router = axum::Router::new().route(
-            "/hook",
-            post(|State((log, fail_first)): State<(Arc<Mutex<Vec<Received>>>, usize)>, headers: HeaderMap, body: String| async move {
-                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let mut log = log.lock().expect("lock");
-                let answered = if log.len() < fail_first { 500 } else { 200 };
-                log.push(Received {
-                    webhook_id: header("webhook-id"),
-                    timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
-                    signature: header("webhook-signature"),
-                    body,
-                    answered,
-                });
-                StatusCode::from_u16(answered).expect("status")
-            }),
-        ).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router = axum::Router::new()
+            .route(
+                "/hook",
+                post(
+                    |State((log, fail_first)): State<(Arc<Mutex<Vec<Received>>>, usize)>,
+                     headers: HeaderMap,
+                     body: String| async move {
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let mut log = log.lock().expect("lock");
+                        let answered = if log.len() < fail_first { 500 } else { 200 };
+                        log.push(Received {
+                            webhook_id: header("webhook-id"),
+                            timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+                            signature: header("webhook-signature"),
+                            body,
+                            answered,
+                        });
+                        StatusCode::from_u16(answered).expect("status")
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
         CallbackReceiver { url, received }
@@ -245,7 +302,11 @@ impl CallbackReceiver {
             if calls.len() >= count {
                 return calls;
             }
-            assert!(Instant::now() < deadline, "only {} callbacks after {within:?}", calls.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} callbacks after {within:?}",
+                calls.len()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -270,11 +331,19 @@ impl Process {
     pub fn spawn(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Process {
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
-        command.args(args).stdout(Stdio::null()).stderr(file).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         for (k, v) in env {
             command.env(k, v);
         }
-        Process { child: command.spawn().expect("spawn sound-creator"), log }
+        Process {
+            child: command.spawn().expect("spawn sound-creator"),
+            log,
+        }
     }
 
     pub fn kill(&mut self) {
@@ -301,7 +370,11 @@ pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) {
         command.env(k, v);
     }
     let out = command.output().expect("run sound-creator");
-    assert!(out.status.success(), "sound-creator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sound-creator {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The AWS-mode test environment (moto, redis-server, PostgreSQL) started
@@ -318,7 +391,14 @@ pub fn require_aws_env() {
 /// Names of queues, bucket and table unique to one test, so tests share the
 /// servers without sharing state.
 pub fn unique_aws_names(label: &str) -> Vec<(String, String)> {
-    let suffix = format!("{label}{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() % 0xffff_ffff);
+    let suffix = format!(
+        "{label}{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            % 0xffff_ffff
+    );
     vec![
         ("SQS_QUEUE_PREFIX".into(), format!("{suffix}-")),
         ("S3_BUCKET".into(), format!("bucket-{suffix}")),

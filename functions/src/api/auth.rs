@@ -17,22 +17,36 @@ use sound_creator_core::task::Tenant;
 use super::error::ApiError;
 use super::AppState;
 
-pub async fn require_client_key(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_client_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
         })
         .ok_or_else(ApiError::unauthorized)?;
-    let tenant = state.service.settings.client_keys.tenant_for(&presented).ok_or_else(ApiError::unauthorized)?;
+    let tenant = state
+        .service
+        .settings
+        .client_keys
+        .tenant_for(&presented)
+        .ok_or_else(ApiError::unauthorized)?;
     if let Err(wait_seconds) = state.rate_limiter.admit(&tenant) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many requests for this client key; the limit is {} a minute", state.rate_limiter.per_minute),
+            format!(
+                "too many requests for this client key; the limit is {} a minute",
+                state.rate_limiter.per_minute
+            ),
         )
         .with_retry_after(wait_seconds));
     }
@@ -51,7 +65,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Err(seconds to wait)` when the tenant has no token left.
@@ -62,7 +79,10 @@ impl RateLimiter {
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tokens, last) = buckets.entry(tenant.clone()).or_insert((capacity, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_second).min(capacity);
         *last = now;
@@ -87,7 +107,10 @@ mod tests {
         assert!(limiter.admit(&acme).is_ok());
         let wait = limiter.admit(&acme).unwrap_err();
         assert!((1..=30).contains(&wait), "{wait}");
-        assert!(limiter.admit(&Tenant::new("other")).is_ok(), "buckets are per tenant");
+        assert!(
+            limiter.admit(&Tenant::new("other")).is_ok(),
+            "buckets are per tenant"
+        );
     }
 
     #[test]

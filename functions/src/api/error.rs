@@ -27,7 +27,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_field(mut self, field: &str) -> Self {
@@ -41,7 +47,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` header is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` header is required",
+        )
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -57,19 +67,29 @@ impl From<ServiceError> for ApiError {
                     RequestErrorKind::Invalid => StatusCode::BAD_REQUEST,
                     RequestErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                ApiError { status, code: e.code, message: e.message, field: e.field, retry_after: None }
+                ApiError {
+                    status,
+                    code: e.code,
+                    message: e.message,
+                    field: e.field,
+                    retry_after: None,
+                }
             }
-            ServiceError::NotFound(id) => {
-                ApiError::new(StatusCode::NOT_FOUND, "task_not_found", format!("no task {id:?} for this client key"))
-            }
+            ServiceError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "task_not_found",
+                format!("no task {id:?} for this client key"),
+            ),
             ServiceError::ResultExpired(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "expired_result",
                 format!("the result of task {id} is no longer kept (RESULT_TTL passed)"),
             ),
-            ServiceError::AlreadyFinal { id, status } => {
-                ApiError::new(StatusCode::CONFLICT, "task_already_final", format!("task {id} is already {status}"))
-            }
+            ServiceError::AlreadyFinal { id, status } => ApiError::new(
+                StatusCode::CONFLICT,
+                "task_already_final",
+                format!("task {id} is already {status}"),
+            ),
             ServiceError::IdempotencyKeyReused => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -106,7 +126,11 @@ impl From<BackendError> for ApiError {
             }
             BackendError::Corrupt { .. } => {
                 tracing::error!(error = %err, "stored data could not be read");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "stored data could not be read")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "stored data could not be read",
+                )
             }
         }
     }
@@ -114,13 +138,23 @@ impl From<BackendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorDocument { error: ErrorBody { code: self.code.to_owned(), message: self.message, field: self.field } };
+        let body = ErrorDocument {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

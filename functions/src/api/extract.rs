@@ -26,7 +26,8 @@ impl FromRequest<AppState> for JsonBody {
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -38,7 +39,11 @@ impl FromRequest<AppState> for JsonBody {
         }
         let limit = state.service.settings.max_body_bytes;
         let too_large = || {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is over the {limit}-byte limit"))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the {limit}-byte limit"),
+            )
         };
         if let Some(declared) = req
             .headers()
@@ -50,9 +55,12 @@ impl FromRequest<AppState> for JsonBody {
                 return Err(too_large());
             }
         }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?;
         Ok(JsonBody(value))
     }
 }
@@ -64,10 +72,20 @@ pub struct TaskIdPath(pub String);
 impl FromRequestParts<AppState> for TaskIdPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_task_id", format!("the task id in the path is unreadable: {e}")).with_field("task_id"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_task_id",
+                        format!("the task id in the path is unreadable: {e}"),
+                    )
+                    .with_field("task_id")
+                })?;
         Ok(TaskIdPath(id))
     }
 }
@@ -78,15 +96,27 @@ pub struct IdempotencyKey(pub Option<String>);
 impl FromRequestParts<AppState> for IdempotencyKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get("idempotency-key") else { return Ok(IdempotencyKey(None)) };
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
         let key = raw
             .to_str()
             .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .filter(|k| {
+                !k.is_empty()
+                    && k.len() <= 255
+                    && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            })
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
-                    .with_field("Idempotency-Key")
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                )
+                .with_field("Idempotency-Key")
             })?;
         Ok(IdempotencyKey(Some(key.to_owned())))
     }

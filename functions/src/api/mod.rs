@@ -35,22 +35,50 @@ pub struct AppState {
 impl AppState {
     pub fn new(service: Arc<TaskService>, downloads: Option<Arc<dyn SignedDownloads>>) -> Self {
         let rate_limiter = Arc::new(RateLimiter::new(service.settings.rate_limit_per_minute));
-        Self { service, downloads, rate_limiter }
+        Self {
+            service,
+            downloads,
+            rate_limiter,
+        }
     }
 }
 
 pub fn app(state: AppState) -> Router {
     let openapi = Arc::new(openapi::document(&state.service.settings.api_version));
     let protected = Router::new()
-        .route("/v1/call", post(routes::call).fallback(routes::method_not_allowed))
-        .route("/v1/generate", post(routes::generate).fallback(routes::method_not_allowed))
-        .route("/v1/result", post(routes::result_by_body).fallback(routes::method_not_allowed))
-        .route("/v1/result/{task_id}", get(routes::result).fallback(routes::method_not_allowed))
-        .route("/v1/cancel/{task_id}", post(routes::cancel).fallback(routes::method_not_allowed))
-        .route("/v1/stats", get(routes::stats).fallback(routes::method_not_allowed))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client_key));
+        .route(
+            "/v1/call",
+            post(routes::call).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/generate",
+            post(routes::generate).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/result",
+            post(routes::result_by_body).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/result/{task_id}",
+            get(routes::result).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/cancel/{task_id}",
+            post(routes::cancel).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/stats",
+            get(routes::stats).fallback(routes::method_not_allowed),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_client_key,
+        ));
     Router::new()
-        .route("/health", get(routes::health).fallback(routes::method_not_allowed))
+        .route(
+            "/health",
+            get(routes::health).fallback(routes::method_not_allowed),
+        )
         .route(
             "/v1/openapi.json",
             get(move || {
@@ -58,12 +86,20 @@ pub fn app(state: AppState) -> Router {
                 async move { Json(openapi.as_ref().clone()) }
             }),
         )
-        .route("/v1/files/{*key}", get(routes::download).fallback(routes::method_not_allowed))
+        .route(
+            "/v1/files/{*key}",
+            get(routes::download).fallback(routes::method_not_allowed),
+        )
         .merge(protected)
         .fallback(routes::not_found)
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the request could not be completed").into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the request could not be completed",
+            )
+            .into_response()
         }))
         .layer(TraceLayer::new_for_http())
 }

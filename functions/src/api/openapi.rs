@@ -12,8 +12,8 @@ use sound_creator_core::ports::{Percentiles, RecentTask};
 use sound_creator_core::request::{AudioFormat, GenerationParams};
 use sound_creator_core::task::{ModelFamily, TaskError, TaskStatus};
 use sound_creator_core::view::{
-    ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, OutputDocument, QueueDepthDocument, StatsDocument,
-    SubmitDocument, TaskDocument, TaskLinks,
+    ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, OutputDocument, QueueDepthDocument,
+    StatsDocument, SubmitDocument, TaskDocument, TaskLinks,
 };
 
 /// Body of `POST /v1/call`.
@@ -85,7 +85,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 

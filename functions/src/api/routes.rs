@@ -13,7 +13,9 @@ use serde_json::Value;
 use sound_creator_core::ports::Download;
 use sound_creator_core::service::Submitted;
 use sound_creator_core::task::Tenant;
-use sound_creator_core::view::{ErrorDocument, HealthDocument, StatsDocument, SubmitDocument, TaskDocument};
+use sound_creator_core::view::{
+    ErrorDocument, HealthDocument, StatsDocument, SubmitDocument, TaskDocument,
+};
 
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, TaskIdPath};
@@ -40,7 +42,10 @@ pub async fn call(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let submitted = state.service.submit(&tenant, &body, key.as_deref(), &[]).await?;
+    let submitted = state
+        .service
+        .submit(&tenant, &body, key.as_deref(), &[])
+        .await?;
     Ok(match submitted {
         Submitted::Created(doc) => (StatusCode::ACCEPTED, Json(doc)).into_response(),
         Submitted::Replayed(doc) => (StatusCode::OK, Json(doc)).into_response(),
@@ -77,16 +82,29 @@ pub async fn generate(
             .as_f64()
             .filter(|w| (0.0..=MAX_WAIT_SECONDS).contains(w))
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_field", format!("wait_seconds must be a number from 0 to {MAX_WAIT_SECONDS}"))
-                    .with_field("wait_seconds")
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!("wait_seconds must be a number from 0 to {MAX_WAIT_SECONDS}"),
+                )
+                .with_field("wait_seconds")
             })?,
     };
-    let submitted = state.service.submit(&tenant, &body, key.as_deref(), &["wait_seconds"]).await?;
+    let submitted = state
+        .service
+        .submit(&tenant, &body, key.as_deref(), &["wait_seconds"])
+        .await?;
     let task_id = match submitted {
         Submitted::Created(doc) | Submitted::Replayed(doc) => doc.task_id,
     };
-    let doc = state.service.wait_until_final(&tenant, &task_id, Duration::from_secs_f64(wait)).await?;
-    let status = if doc.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let doc = state
+        .service
+        .wait_until_final(&tenant, &task_id, Duration::from_secs_f64(wait))
+        .await?;
+    let status = if doc.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(doc)).into_response())
 }
 
@@ -129,9 +147,16 @@ pub async fn result_by_body(
     let id = match body.get("task_id") {
         Some(Value::String(id)) => id.clone(),
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("missing_field", "task_id is required").with_field("task_id"))
+            return Err(
+                ApiError::bad_request("missing_field", "task_id is required").with_field("task_id"),
+            )
         }
-        Some(_) => return Err(ApiError::bad_request("invalid_field", "task_id must be a string").with_field("task_id")),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_field", "task_id must be a string")
+                    .with_field("task_id"),
+            )
+        }
     };
     Ok(Json(state.service.result(&tenant, &id).await?))
 }
@@ -186,16 +211,24 @@ pub async fn stats(
     }
     if let (Some(f), Some(t)) = (from, to) {
         if f > t {
-            return Err(ApiError::bad_request("invalid_query", "`from` is after `to`").with_field("from"));
+            return Err(
+                ApiError::bad_request("invalid_query", "`from` is after `to`").with_field("from"),
+            );
         }
     }
     Ok(Json(state.service.stats(&tenant, user_id, from, to).await?))
 }
 
 fn parse_time(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-        ApiError::bad_request("invalid_query", format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")).with_field(field)
-    })
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"),
+            )
+            .with_field(field)
+        })
 }
 
 /// Reachability of every backend and the depth of each queue. No auth.
@@ -205,10 +238,16 @@ fn parse_time(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
     let doc = state.service.health().await;
-    let status = if doc.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if doc.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut response = (status, Json(doc)).into_response();
     if status != StatusCode::OK {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
     }
     response
 }
@@ -221,7 +260,11 @@ pub async fn download(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let Some(downloads) = state.downloads.clone() else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
     };
     let (mut expires, mut signature) = (None, None);
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -232,28 +275,58 @@ pub async fn download(
         }
     }
     let (Some(expires), Some(signature)) = (expires, signature) else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the link is missing its expiry or signature"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "the link is missing its expiry or signature",
+        ));
     };
     match downloads.open(&key, expires, &signature).await? {
-        Download::Found { bytes, content_type } => {
+        Download::Found {
+            bytes,
+            content_type,
+        } => {
             let mut response = bytes.into_response();
             let headers = response.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&content_type) {
                 headers.insert(header::CONTENT_TYPE, v);
             }
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            );
             Ok(response)
         }
-        Download::Expired => Err(ApiError::new(StatusCode::FORBIDDEN, "link_expired", "this link has expired; read the result again for a fresh one")),
-        Download::Forbidden => Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the link's signature does not match")),
-        Download::Missing => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file")),
+        Download::Expired => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "link_expired",
+            "this link has expired; read the result again for a fresh one",
+        )),
+        Download::Forbidden => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "the link's signature does not match",
+        )),
+        Download::Missing => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such file",
+        )),
     }
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /v1/openapi.json",
+    )
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method; see /v1/openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /v1/openapi.json",
+    )
 }

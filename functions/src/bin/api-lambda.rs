@@ -11,9 +11,10 @@ use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
-    let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await.inspect_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
-    })?;
+    let FunctionEnvironment { ports, settings } =
+        FunctionEnvironment::from_env().await.inspect_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
+        })?;
     let service = Arc::new(TaskService::new(ports, settings));
     lambda_http::run(app(AppState::new(service, None))).await
 }

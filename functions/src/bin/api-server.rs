@@ -16,8 +16,12 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await?;
     let host = std::env::var("BIND_HOST").unwrap_or_else(|_| "0.0.0.0".into());
-    let addr: SocketAddr = format!("{host}:{}", settings.port).parse().context("BIND_HOST is not an IP address")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("Failed to listen on {addr}"))?;
+    let addr: SocketAddr = format!("{host}:{}", settings.port)
+        .parse()
+        .context("BIND_HOST is not an IP address")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("Failed to listen on {addr}"))?;
     tracing::info!(%addr, "API listening");
     let service = Arc::new(TaskService::new(ports, settings));
     axum::serve(listener, app(AppState::new(service, None)))

@@ -19,7 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let environment = environment.clone();
         async move {
             let response: SqsBatchResponse =
-                handle_completion_batch(&environment.ports, &environment.settings, event.payload).await;
+                handle_completion_batch(&environment.ports, &environment.settings, event.payload)
+                    .await;
             Ok::<_, Infallible>(response)
         }
     }))

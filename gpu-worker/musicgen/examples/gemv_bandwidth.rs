@@ -9,12 +9,22 @@ use sound_creator_musicgen::gemv;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
-    let rows: i64 = std::env::args().nth(1).map(|r| r.parse()).transpose()?.unwrap_or(2);
+    let rows: i64 = std::env::args()
+        .nth(1)
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(2);
     tch::set_num_threads(1);
-    let shapes = [[1024i64, 1024]; 6].into_iter().chain([[4096, 1024], [1024, 4096]]);
+    let shapes = [[1024i64, 1024]; 6]
+        .into_iter()
+        .chain([[4096, 1024], [1024, 4096]]);
     let layer: Vec<[i64; 2]> = shapes.collect();
     let weights: Vec<Tensor> = (0..24)
-        .flat_map(|_| layer.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))))
+        .flat_map(|_| {
+            layer
+                .iter()
+                .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)))
+        })
         .collect();
     let bytes: i64 = weights.iter().map(|w| w.numel() as i64 * 4).sum();
     let inputs = [1024i64, 4096].map(|n| Tensor::randn([rows, n], (Kind::Float, Device::Cpu)));
@@ -22,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..10 {
         let started = Instant::now();
         for w in &weights {
-            let x = if w.size()[1] == 1024 { &inputs[0] } else { &inputs[1] };
+            let x = if w.size()[1] == 1024 {
+                &inputs[0]
+            } else {
+                &inputs[1]
+            };
             let _ = gemv::linear(x, w)?;
         }
         best = best.min(started.elapsed().as_secs_f64());

@@ -18,7 +18,11 @@ use crate::engine::MusicGenEngine;
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
     /// Hub id (e.g. facebook/musicgen-small) or local checkpoint directory.
-    #[arg(long, env = "MUSIC_GEN_MODEL", default_value = "facebook/musicgen-small")]
+    #[arg(
+        long,
+        env = "MUSIC_GEN_MODEL",
+        default_value = "facebook/musicgen-small"
+    )]
     pub model: String,
     #[arg(long)]
     pub prompt: String,
@@ -82,7 +86,11 @@ pub fn parse_dtype(text: &str) -> anyhow::Result<Kind> {
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     if let Device::Cuda(_) = device {
-        anyhow::ensure!(tch::Cuda::is_available(), "--device {} asked for, but CUDA is not available", args.device);
+        anyhow::ensure!(
+            tch::Cuda::is_available(),
+            "--device {} asked for, but CUDA is not available",
+            args.device
+        );
     }
     let kind = parse_dtype(&args.dtype)?;
     let engine = MusicGenEngine::load(&args.model, &args.cache_dir, device, kind)
@@ -94,9 +102,15 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         cfg_coef: args.cfg,
         seed: args.seed,
     };
-    let request = ClipRequest { prompt: args.prompt.clone(), duration: args.duration, params };
+    let request = ClipRequest {
+        prompt: args.prompt.clone(),
+        duration: args.duration,
+        params,
+    };
     let started = std::time::Instant::now();
-    let mut generated = engine.generate_with_codes(&[request], &mut RunToEnd).context("Failed to generate the clip")?;
+    let mut generated = engine
+        .generate_with_codes(&[request], &mut RunToEnd)
+        .context("Failed to generate the clip")?;
     let generated = generated.pop().context("the engine returned no clip")?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "clip generated");
 
@@ -104,7 +118,8 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("Failed to write {}", args.out.display()))?;
     if let Some(path) = &args.codes_out {
         let json = serde_json::to_vec(&generated.codes).context("Failed to serialise the codes")?;
-        std::fs::write(path, json).with_context(|| format!("Failed to write {}", path.display()))?;
+        std::fs::write(path, json)
+            .with_context(|| format!("Failed to write {}", path.display()))?;
     }
     Ok(())
 }

@@ -288,12 +288,16 @@ impl MusicgenDecoderConfig {
     /// The code that pads the delay pattern and starts decoding
     /// (`vocab_size`, i.e. 2048, in the published checkpoints).
     pub fn pad_token(&self) -> i64 {
-        self.pad_token_id.or(self.bos_token_id).unwrap_or(self.vocab_size)
+        self.pad_token_id
+            .or(self.bos_token_id)
+            .unwrap_or(self.vocab_size)
     }
 
     /// The code the decoder is started from.
     pub fn bos_token(&self) -> i64 {
-        self.bos_token_id.or(self.pad_token_id).unwrap_or(self.vocab_size)
+        self.bos_token_id
+            .or(self.pad_token_id)
+            .unwrap_or(self.vocab_size)
     }
 
     /// Head width of the attention layers.
@@ -339,7 +343,8 @@ impl MusicgenConfig {
     /// (as `transformers` decides it: widths differ and no explicit
     /// cross-attention width is configured).
     pub fn has_enc_to_dec_proj(&self) -> bool {
-        self.text_encoder.d_model != self.decoder.hidden_size && self.decoder.cross_attention_hidden_size.is_none()
+        self.text_encoder.d_model != self.decoder.hidden_size
+            && self.decoder.cross_attention_hidden_size.is_none()
     }
 
     /// Checks what the model code relies on, so a strange config fails at
@@ -347,7 +352,10 @@ impl MusicgenConfig {
     pub fn validate(&self) -> Result<(), String> {
         let d = &self.decoder;
         if d.audio_channels != 1 {
-            return Err(format!("decoder.audio_channels = {}: only mono MusicGen is supported", d.audio_channels));
+            return Err(format!(
+                "decoder.audio_channels = {}: only mono MusicGen is supported",
+                d.audio_channels
+            ));
         }
         if d.num_attention_heads <= 0 || d.hidden_size % d.num_attention_heads != 0 {
             return Err(format!(
@@ -359,7 +367,10 @@ impl MusicgenConfig {
             return Err("decoder.num_codebooks and vocab_size must be positive".to_owned());
         }
         if d.activation_function != "gelu" {
-            return Err(format!("decoder.activation_function `{}` is not supported", d.activation_function));
+            return Err(format!(
+                "decoder.activation_function `{}` is not supported",
+                d.activation_function
+            ));
         }
         if self.text_encoder.feed_forward().is_none() {
             return Err(format!(
@@ -409,7 +420,10 @@ mod tests {
 
     #[test]
     fn the_tiny_fixture_config_parses_and_validates() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-musicgen/config.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/tiny-musicgen/config.json"
+        );
         let text = std::fs::read_to_string(path).expect("fixture config");
         let cfg: MusicgenConfig = serde_json::from_str(&text).expect("parses");
         cfg.validate().expect("valid");

@@ -113,7 +113,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(vs: nn::Path, dim: i64) -> Self {
-        Self { weight: vs.ones_no_train("weight", &[dim]), bias: vs.zeros_no_train("bias", &[dim]), dim }
+        Self {
+            weight: vs.ones_no_train("weight", &[dim]),
+            bias: vs.zeros_no_train("bias", &[dim]),
+            dim,
+        }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
@@ -129,7 +133,9 @@ pub fn additive_mask(mask: &Tensor) -> Result<Tensor, TchError> {
     let (b, l) = mask.size2()?;
     let keep = mask.f_to_kind(Kind::Float)?.f_view([b, 1, 1, l])?;
     // (1 - keep) * f32::MIN
-    keep.f_neg()?.f_add_scalar(1.0)?.f_mul_scalar(f64::from(f32::MIN))
+    keep.f_neg()?
+        .f_add_scalar(1.0)?
+        .f_mul_scalar(f64::from(f32::MIN))
 }
 
 /// Sinusoidal position table [positions, dim] in f32, as
@@ -148,7 +154,13 @@ pub fn sinusoidal_positions(positions: i64, dim: i64) -> Result<Tensor, TchError
         .f_mul(&freqs.f_unsqueeze(0)?)?;
     let mut table = Tensor::f_cat(&[args.f_cos()?, args.f_sin()?], 1)?;
     if dim % 2 == 1 {
-        table = Tensor::f_cat(&[table, Tensor::f_zeros([positions, 1], (Kind::Float, Device::Cpu))?], 1)?;
+        table = Tensor::f_cat(
+            &[
+                table,
+                Tensor::f_zeros([positions, 1], (Kind::Float, Device::Cpu))?,
+            ],
+            1,
+        )?;
     }
     Ok(table)
 }
@@ -208,32 +220,57 @@ impl Attention {
     /// [batch, len, hidden] -> [batch, heads, len, head_dim]
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         let (b, l, _) = xs.size3()?;
-        xs.f_view([b, l, self.num_heads, self.head_dim])?.f_transpose(1, 2)
+        xs.f_view([b, l, self.num_heads, self.head_dim])?
+            .f_transpose(1, 2)
     }
 
     fn project_kv(&self, xs: &Tensor) -> Result<KvCache, TchError> {
         Ok(KvCache {
-            keys: self.split_heads(&self.k_proj.forward(xs)?)?.f_contiguous()?,
-            values: self.split_heads(&self.v_proj.forward(xs)?)?.f_contiguous()?,
+            keys: self
+                .split_heads(&self.k_proj.forward(xs)?)?
+                .f_contiguous()?,
+            values: self
+                .split_heads(&self.v_proj.forward(xs)?)?
+                .f_contiguous()?,
         })
     }
 
     /// Scaled dot-product attention with f32 scores; `mask` is additive f32.
-    fn attend(&self, q: &Tensor, keys: &Tensor, values: &Tensor, mask: Option<&Tensor>) -> Result<Tensor, TchError> {
+    fn attend(
+        &self,
+        q: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor, TchError> {
         let (b, _, l, _) = q.size4()?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let mut scores = q.f_matmul(&keys.f_transpose(-1, -2)?)?.f_to_kind(Kind::Float)?.f_mul_scalar(scale)?;
+        let mut scores = q
+            .f_matmul(&keys.f_transpose(-1, -2)?)?
+            .f_to_kind(Kind::Float)?
+            .f_mul_scalar(scale)?;
         if let Some(mask) = mask {
             scores = scores.f_add(mask)?;
         }
-        let weights = scores.f_softmax(-1, Kind::Float)?.f_to_kind(values.kind())?;
-        let out = weights.f_matmul(values)?.f_transpose(1, 2)?.f_reshape([b, l, self.num_heads * self.head_dim])?;
+        let weights = scores
+            .f_softmax(-1, Kind::Float)?
+            .f_to_kind(values.kind())?;
+        let out = weights.f_matmul(values)?.f_transpose(1, 2)?.f_reshape([
+            b,
+            l,
+            self.num_heads * self.head_dim,
+        ])?;
         self.out_proj.forward(&out)
     }
 
     /// Causal self-attention for `xs` at positions `start..start+len`,
     /// writing its keys/values into `cache` first.
-    fn forward_self(&self, xs: &Tensor, cache: &mut KvCache, start: i64) -> Result<Tensor, TchError> {
+    fn forward_self(
+        &self,
+        xs: &Tensor,
+        cache: &mut KvCache,
+        start: i64,
+    ) -> Result<Tensor, TchError> {
         let (_, l, _) = xs.size3()?;
         let q = self.split_heads(&self.q_proj.forward(xs)?)?;
         let k = self.split_heads(&self.k_proj.forward(xs)?)?;
@@ -245,7 +282,11 @@ impl Attention {
         let values = cache.values.f_narrow(2, 0, total)?;
         // A single new position may see everything before it; a block of
         // several needs the causal triangle.
-        let mask = if l > 1 { Some(causal_mask(l, start, xs.device())?) } else { None };
+        let mask = if l > 1 {
+            Some(causal_mask(l, start, xs.device())?)
+        } else {
+            None
+        };
         self.attend(&q, &keys, &values, mask.as_ref())
     }
 
@@ -258,7 +299,9 @@ impl Attention {
 /// [1, 1, len, start+len] additive mask letting query i see keys <= start+i.
 fn causal_mask(len: i64, start: i64, device: Device) -> Result<Tensor, TchError> {
     let total = start + len;
-    let queries = Tensor::f_arange(len, (Kind::Int64, device))?.f_add_scalar(start)?.f_unsqueeze(1)?;
+    let queries = Tensor::f_arange(len, (Kind::Int64, device))?
+        .f_add_scalar(start)?
+        .f_unsqueeze(1)?;
     let keys = Tensor::f_arange(total, (Kind::Int64, device))?.f_unsqueeze(0)?;
     let future = keys.f_gt_tensor(&queries)?;
     Tensor::f_zeros([len, total], (Kind::Float, device))?
@@ -283,7 +326,12 @@ impl DecoderLayer {
         Self {
             self_attn: Attention::new(&vs / "self_attn", h, h, cfg.num_attention_heads),
             self_attn_layer_norm: LayerNorm::new(&vs / "self_attn_layer_norm", h),
-            encoder_attn: Attention::new(&vs / "encoder_attn", h, cross_in, cfg.num_attention_heads),
+            encoder_attn: Attention::new(
+                &vs / "encoder_attn",
+                h,
+                cross_in,
+                cfg.num_attention_heads,
+            ),
             encoder_attn_layer_norm: LayerNorm::new(&vs / "encoder_attn_layer_norm", h),
             fc1: Linear::new(&vs / "fc1", h, cfg.ffn_dim, false),
             fc2: Linear::new(&vs / "fc2", cfg.ffn_dim, h, false),
@@ -299,11 +347,24 @@ impl DecoderLayer {
         cross_mask: &Tensor,
         start: i64,
     ) -> Result<Tensor, TchError> {
-        let attn = self.self_attn.forward_self(&self.self_attn_layer_norm.forward(xs)?, self_cache, start)?;
+        let attn = self.self_attn.forward_self(
+            &self.self_attn_layer_norm.forward(xs)?,
+            self_cache,
+            start,
+        )?;
         let xs = xs.f_add(&attn)?;
-        let cross = self.encoder_attn.forward_cross(&self.encoder_attn_layer_norm.forward(&xs)?, cross, cross_mask)?;
+        let cross = self.encoder_attn.forward_cross(
+            &self.encoder_attn_layer_norm.forward(&xs)?,
+            cross,
+            cross_mask,
+        )?;
         let xs = xs.f_add(&cross)?;
-        let ff = self.fc2.forward(&self.fc1.forward(&self.final_layer_norm.forward(&xs)?)?.f_gelu("none")?)?;
+        let ff = self.fc2.forward(
+            &self
+                .fc1
+                .forward(&self.final_layer_norm.forward(&xs)?)?
+                .f_gelu("none")?,
+        )?;
         xs.f_add(&ff)
     }
 }
@@ -327,15 +388,28 @@ impl MusicgenDecoder {
     pub fn new(vs: nn::Path, cfg: &MusicgenDecoderConfig, cross_in: i64) -> Result<Self, TchError> {
         let inner = &vs / "model" / "decoder";
         let embed_tokens = (0..cfg.num_codebooks)
-            .map(|k| (&inner / "embed_tokens" / k).zeros_no_train("weight", &[cfg.vocab_size + 1, cfg.hidden_size]))
+            .map(|k| {
+                (&inner / "embed_tokens" / k)
+                    .zeros_no_train("weight", &[cfg.vocab_size + 1, cfg.hidden_size])
+            })
             .collect();
-        let layers = (0..cfg.num_hidden_layers).map(|i| DecoderLayer::new(&inner / "layers" / i, cfg, cross_in)).collect();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&inner / "layers" / i, cfg, cross_in))
+            .collect();
         let layer_norm = LayerNorm::new(&inner / "layer_norm", cfg.hidden_size);
         let lm_heads = (0..cfg.num_codebooks)
             .map(|k| Linear::new(&vs / "lm_heads" / k, cfg.hidden_size, cfg.vocab_size, false))
             .collect();
         let positions = sinusoidal_positions(cfg.max_position_embeddings, cfg.hidden_size)?;
-        Ok(Self { embed_tokens, layers, layer_norm, lm_heads, positions, cfg: cfg.clone(), cross_in })
+        Ok(Self {
+            embed_tokens,
+            layers,
+            layer_norm,
+            lm_heads,
+            positions,
+            cfg: cfg.clone(),
+            cross_in,
+        })
     }
 
     pub fn config(&self) -> &MusicgenDecoderConfig {
@@ -343,12 +417,20 @@ impl MusicgenDecoder {
     }
 
     fn device_and_kind(&self) -> (Device, Kind) {
-        (self.layer_norm.weight.device(), self.layer_norm.weight.kind())
+        (
+            self.layer_norm.weight.device(),
+            self.layer_norm.weight.kind(),
+        )
     }
 
     /// Starts a generation of at most `capacity` positions for `encoder_states`
     /// [batch, src_len, cross_in] with `encoder_mask` [batch, src_len].
-    pub fn start(&self, encoder_states: &Tensor, encoder_mask: &Tensor, capacity: i64) -> Result<DecoderState, TchError> {
+    pub fn start(
+        &self,
+        encoder_states: &Tensor,
+        encoder_mask: &Tensor,
+        capacity: i64,
+    ) -> Result<DecoderState, TchError> {
         let (device, kind) = self.device_and_kind();
         if capacity > self.cfg.max_position_embeddings {
             // Sinusoids extend to any length, but the model never saw more.
@@ -359,7 +441,10 @@ impl MusicgenDecoder {
         }
         let (b, _, width) = encoder_states.size3()?;
         if width != self.cross_in {
-            return Err(TchError::Shape(format!("encoder states have width {width}, expected {}", self.cross_in)));
+            return Err(TchError::Shape(format!(
+                "encoder states have width {width}, expected {}",
+                self.cross_in
+            )));
         }
         let states = encoder_states.f_to_device(device)?.f_to_kind(kind)?;
         let heads = self.cfg.num_attention_heads;
@@ -374,7 +459,13 @@ impl MusicgenDecoder {
             cross_attn.push(layer.encoder_attn.project_kv(&states)?);
         }
         let cross_mask = additive_mask(&encoder_mask.f_to_device(device)?)?;
-        Ok(DecoderState { self_attn, cross_attn, cross_mask, len: 0, capacity })
+        Ok(DecoderState {
+            self_attn,
+            cross_attn,
+            cross_mask,
+            len: 0,
+            capacity,
+        })
     }
 
     /// Runs `codes` [batch, codebooks, len] (positions `state.len()..+len`)
@@ -383,28 +474,48 @@ impl MusicgenDecoder {
         let (device, kind) = self.device_and_kind();
         let (b, c, l) = codes.size3()?;
         if c != self.cfg.num_codebooks {
-            return Err(TchError::Shape(format!("got {c} codebooks, the model has {}", self.cfg.num_codebooks)));
+            return Err(TchError::Shape(format!(
+                "got {c} codebooks, the model has {}",
+                self.cfg.num_codebooks
+            )));
         }
         let start = state.len;
         if start + l > state.capacity {
-            return Err(TchError::Kind(format!("decoder state holds {} positions, asked for {}", state.capacity, start + l)));
+            return Err(TchError::Kind(format!(
+                "decoder state holds {} positions, asked for {}",
+                state.capacity,
+                start + l
+            )));
         }
         let codes = codes.f_to_device(device)?;
-        let _threads = (device == Device::Cpu && b * l <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
+        let _threads =
+            (device == Device::Cpu && b * l <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
         let mut xs = Tensor::f_zeros([b, l, self.cfg.hidden_size], (kind, device))?;
         for (k, table) in self.embed_tokens.iter().enumerate() {
             let ids = codes.f_select(1, k as i64)?;
             xs = xs.f_add(&Tensor::f_embedding(table, &ids, -1, false, false)?)?;
         }
-        let positions = self.positions.f_narrow(0, start, l)?.f_to_device(device)?.f_to_kind(kind)?;
+        let positions = self
+            .positions
+            .f_narrow(0, start, l)?
+            .f_to_device(device)?
+            .f_to_kind(kind)?;
         xs = xs.f_add(&positions.f_unsqueeze(0)?)?;
-        for ((layer, self_cache), cross) in self.layers.iter().zip(state.self_attn.iter_mut()).zip(&state.cross_attn) {
+        for ((layer, self_cache), cross) in self
+            .layers
+            .iter()
+            .zip(state.self_attn.iter_mut())
+            .zip(&state.cross_attn)
+        {
             xs = layer.forward(&xs, self_cache, cross, &state.cross_mask, start)?;
         }
         state.len = start + l;
         let xs = self.layer_norm.forward(&xs)?;
-        let logits: Vec<Tensor> =
-            self.lm_heads.iter().map(|head| head.forward(&xs)).collect::<Result<_, _>>()?;
+        let logits: Vec<Tensor> = self
+            .lm_heads
+            .iter()
+            .map(|head| head.forward(&xs))
+            .collect::<Result<_, _>>()?;
         Tensor::f_stack(&logits, 1)?.f_to_kind(Kind::Float)
     }
 }
@@ -424,6 +535,22 @@ mod tests {
         assert!((v - 1f64.cos()).abs() < 1e-6);
         let v = table.double_value(&[1, 4]);
         assert!((v - 1f64.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_large_f32_linear_on_a_few_rows_matches_libtorch_and_keeps_the_leading_shape() {
+        // 1024 x 512 reaches MIN_GEMV_WEIGHTS, so `forward` takes the gemv path.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut linear = Linear::new(vs.root(), 512, 1024, true);
+        linear.weight = Tensor::randn([1024, 512], (Kind::Float, Device::Cpu));
+        linear.bias = Some(Tensor::randn([1024], (Kind::Float, Device::Cpu)));
+        assert!(linear.weight.numel() >= MIN_GEMV_WEIGHTS);
+        let xs = Tensor::randn([2, 1, 512], (Kind::Float, Device::Cpu));
+        let got = linear.forward(&xs).expect("forward");
+        let expected = xs.linear(&linear.weight, linear.bias.as_ref());
+        assert_eq!(got.size(), vec![2, 1, 1024]);
+        let diff = (got - expected).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "max diff {diff}");
     }
 
     #[test]

@@ -64,15 +64,26 @@ pub struct GeneratedClip {
 impl MusicGenEngine {
     /// Loads `model` (a hub id such as `facebook/musicgen-small`, or a local
     /// checkpoint directory) onto `device`, with the decoder in `kind`.
-    pub fn load(model: &str, cache_dir: &Path, device: Device, kind: Kind) -> Result<Self, LoadError> {
-        let model_err = |reason: String| LoadError::Model { model: model.to_owned(), reason };
+    pub fn load(
+        model: &str,
+        cache_dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self, LoadError> {
+        let model_err = |reason: String| LoadError::Model {
+            model: model.to_owned(),
+            reason,
+        };
         if !matches!(kind, Kind::Float | Kind::Half | Kind::BFloat16) {
-            return Err(model_err(format!("dtype {kind:?} is not supported (use f32, f16 or bf16)")));
+            return Err(model_err(format!(
+                "dtype {kind:?} is not supported (use f32, f16 or bf16)"
+            )));
         }
         let dir = resolve_model_dir(model, cache_dir)?;
         let checkpoint = Checkpoint::open(&dir)?;
         let cfg: MusicgenConfig = checkpoint.config()?;
-        let tokenizer = T5Tokenizer::from_file(&checkpoint.tokenizer_file()?).map_err(|e| model_err(e.to_string()))?;
+        let tokenizer = T5Tokenizer::from_file(&checkpoint.tokenizer_file()?)
+            .map_err(|e| model_err(e.to_string()))?;
 
         let mut vs = nn::VarStore::new(device);
         let built = MusicgenModel::new(vs.root(), &cfg).map_err(model_err)?;
@@ -89,7 +100,17 @@ impl MusicGenEngine {
             frame_rate,
         };
         tracing::info!(model, dir = %dir.display(), ?device, ?kind, "MusicGen loaded");
-        Ok(Self { loaded: Mutex::new(Loaded { model: built, tokenizer, _vs: vs }), info, cfg, device, kind })
+        Ok(Self {
+            loaded: Mutex::new(Loaded {
+                model: built,
+                tokenizer,
+                _vs: vs,
+            }),
+            info,
+            cfg,
+            device,
+            kind,
+        })
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -115,7 +136,10 @@ impl MusicGenEngine {
     ) -> Result<Vec<GeneratedClip>, GenerationError> {
         for request in batch {
             if !(request.duration.is_finite() && request.duration > 0.0) {
-                return Err(GenerationError::Rejected(format!("duration {} is not a positive number", request.duration)));
+                return Err(GenerationError::Rejected(format!(
+                    "duration {} is not a positive number",
+                    request.duration
+                )));
             }
             if request.duration > self.max_duration() {
                 return Err(GenerationError::Rejected(format!(
@@ -135,57 +159,94 @@ impl MusicGenEngine {
             }
         }
         let steps_of = |members: &[usize]| {
-            let frames = members.iter().map(|&i| self.frames_for(batch[i].duration)).max().unwrap_or(1);
-            (frames.max(self.cfg.decoder.num_codebooks) + self.cfg.decoder.num_codebooks - 1) as usize
+            let frames = members
+                .iter()
+                .map(|&i| self.frames_for(batch[i].duration))
+                .max()
+                .unwrap_or(1);
+            (frames.max(self.cfg.decoder.num_codebooks) + self.cfg.decoder.num_codebooks - 1)
+                as usize
         };
         let total: usize = groups.iter().map(|(_, m)| steps_of(m)).sum();
 
-        let loaded = self.loaded.lock().map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
         let mut results: Vec<Option<GeneratedClip>> = (0..batch.len()).map(|_| None).collect();
         let mut done_before = 0usize;
         for (params, members) in &groups {
             let prompts: Vec<&str> = members.iter().map(|&i| batch[i].prompt.as_str()).collect();
-            let encoded = loaded.tokenizer.encode_batch(&prompts).map_err(|e| GenerationError::Rejected(e.to_string()))?;
-            let frames = members.iter().map(|&i| self.frames_for(batch[i].duration)).max().unwrap_or(1);
+            let encoded = loaded
+                .tokenizer
+                .encode_batch(&prompts)
+                .map_err(|e| GenerationError::Rejected(e.to_string()))?;
+            let frames = members
+                .iter()
+                .map(|&i| self.frames_for(batch[i].duration))
+                .max()
+                .unwrap_or(1);
             let options = GenerateOptions {
                 decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
                 guidance_scale: params.cfg_coef,
                 seed: params.seed,
             };
-            let mut on_step = |done: usize, _steps: usize| match observer.on_step(done_before + done, total) {
-                StepControl::Continue => Continue::Yes,
-                StepControl::Stop => Continue::Stop,
-            };
-            let codes = loaded.model.generate(&encoded, frames, &options, &mut on_step).map_err(map_generate_error)?;
+            let mut on_step =
+                |done: usize, _steps: usize| match observer.on_step(done_before + done, total) {
+                    StepControl::Continue => Continue::Yes,
+                    StepControl::Stop => Continue::Stop,
+                };
+            let codes = loaded
+                .model
+                .generate(&encoded, frames, &options, &mut on_step)
+                .map_err(map_generate_error)?;
             done_before += steps_of(members);
             let audio = loaded.model.decode_audio(&codes).map_err(engine_error)?;
             for (row, &i) in members.iter().enumerate() {
                 let clip_frames = self.frames_for(batch[i].duration);
                 let samples = (batch[i].duration * f64::from(self.info.sample_rate)).round() as i64;
-                let wave = audio.f_get(row as i64).and_then(|a| a.f_select(0, 0)).map_err(engine_error)?;
+                let wave = audio
+                    .f_get(row as i64)
+                    .and_then(|a| a.f_select(0, 0))
+                    .map_err(engine_error)?;
                 let samples = samples.min(wave.size()[0]);
                 let wave = wave.f_narrow(0, 0, samples).map_err(engine_error)?;
-                let codes_i = codes.f_get(row as i64).and_then(|c| c.f_narrow(1, 0, clip_frames)).map_err(engine_error)?;
+                let codes_i = codes
+                    .f_get(row as i64)
+                    .and_then(|c| c.f_narrow(1, 0, clip_frames))
+                    .map_err(engine_error)?;
                 results[i] = Some(GeneratedClip {
                     clip: Clip {
-                        samples: Vec::<f32>::try_from(wave.f_contiguous().map_err(engine_error)?).map_err(engine_error)?,
+                        samples: Vec::<f32>::try_from(wave.f_contiguous().map_err(engine_error)?)
+                            .map_err(engine_error)?,
                         sample_rate: self.info.sample_rate,
                         channels: 1,
                     },
-                    codes: Vec::<Vec<i64>>::try_from(codes_i.f_contiguous().map_err(engine_error)?).map_err(engine_error)?,
+                    codes: Vec::<Vec<i64>>::try_from(codes_i.f_contiguous().map_err(engine_error)?)
+                        .map_err(engine_error)?,
                 });
             }
         }
         results
             .into_iter()
-            .map(|r| r.ok_or_else(|| GenerationError::Engine("a clip of the batch was not generated".to_owned())))
+            .map(|r| {
+                r.ok_or_else(|| {
+                    GenerationError::Engine("a clip of the batch was not generated".to_owned())
+                })
+            })
             .collect()
     }
 
     /// Teacher-forced logits for the parity tests: `codes` [batch, codebooks, len].
     pub fn logits(&self, prompts: &[&str], codes: &Tensor) -> Result<Tensor, GenerationError> {
-        let loaded = self.loaded.lock().map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded.tokenizer.encode_batch(prompts).map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let encoded = loaded
+            .tokenizer
+            .encode_batch(prompts)
+            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
         loaded.model.logits(&encoded, codes).map_err(engine_error)
     }
 
@@ -197,28 +258,52 @@ impl MusicGenEngine {
         options: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize) -> Continue,
     ) -> Result<Tensor, GenerationError> {
-        let loaded = self.loaded.lock().map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded.tokenizer.encode_batch(prompts).map_err(|e| GenerationError::Rejected(e.to_string()))?;
-        loaded.model.generate(&encoded, frames, options, on_step).map_err(map_generate_error)
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let encoded = loaded
+            .tokenizer
+            .encode_batch(prompts)
+            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        loaded
+            .model
+            .generate(&encoded, frames, options, on_step)
+            .map_err(map_generate_error)
     }
 
     /// Token ids and mask the tokenizer produces for `prompts`.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), GenerationError> {
-        let loaded = self.loaded.lock().map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded.tokenizer.encode_batch(prompts).map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let encoded = loaded
+            .tokenizer
+            .encode_batch(prompts)
+            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
         Ok((encoded.input_ids, encoded.attention_mask))
     }
 
     /// EnCodec audio [batch, channels, samples] for `codes`.
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, GenerationError> {
-        let loaded = self.loaded.lock().map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
         loaded.model.decode_audio(codes).map_err(engine_error)
     }
 }
 
 fn engine_error(err: tch::TchError) -> GenerationError {
     // libtorch appends a C++ backtrace; the first line is the useful part.
-    GenerationError::Engine(err.to_string().lines().next().unwrap_or_default().to_owned())
+    GenerationError::Engine(
+        err.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 fn map_generate_error(err: GenerateError) -> GenerationError {
@@ -234,7 +319,15 @@ impl AudioGenerator for MusicGenEngine {
         self.info.clone()
     }
 
-    fn generate(&self, batch: &[ClipRequest], observer: &mut dyn StepObserver) -> Result<Vec<Clip>, GenerationError> {
-        Ok(self.generate_with_codes(batch, observer)?.into_iter().map(|g| g.clip).collect())
+    fn generate(
+        &self,
+        batch: &[ClipRequest],
+        observer: &mut dyn StepObserver,
+    ) -> Result<Vec<Clip>, GenerationError> {
+        Ok(self
+            .generate_with_codes(batch, observer)?
+            .into_iter()
+            .map(|g| g.clip)
+            .collect())
     }
 }

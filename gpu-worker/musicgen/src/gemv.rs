@@ -29,7 +29,8 @@ pub const MAX_ROWS: usize = 8;
 pub fn linear(xs: &Tensor, weight: &Tensor) -> Result<Tensor, TchError> {
     let (rows, in_dim) = xs.size2()?;
     let (out_dim, w_in) = weight.size2()?;
-    let usable = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous();
+    let usable =
+        |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous();
     if w_in != in_dim || !(1..=MAX_ROWS as i64).contains(&rows) || !usable(xs) || !usable(weight) {
         return Err(TchError::Shape(format!(
             "gemv::linear takes 1..={MAX_ROWS} contiguous f32 CPU rows of width {w_in}, got {:?} {:?} {:?}",
@@ -75,7 +76,12 @@ fn run(w: &[f32], x: &[f32], y: &mut [f32], rows: usize, in_dim: usize, out_dim:
     let work = |t: usize, mut outs: Vec<&mut [f32]>| {
         let start = t * block;
         let len = outs.first().map_or(0, |o| o.len());
-        block_product(&w[start * in_dim..(start + len) * in_dim], x, &mut outs, in_dim);
+        block_product(
+            &w[start * in_dim..(start + len) * in_dim],
+            x,
+            &mut outs,
+            in_dim,
+        );
     };
     if tasks.len() == 1 {
         if let Some(outs) = tasks.pop() {
@@ -102,10 +108,15 @@ fn block_product(w: &[f32], x: &[f32], outs: &mut [&mut [f32]], in_dim: usize) {
             }
         };
     }
-    dispatch!((1, 4) (2, 4) (3, 2) (4, 2) (5, 1) (6, 1) (7, 1) (8, 1));
+    dispatch!((1, 4)(2, 4)(3, 2)(4, 2)(5, 1)(6, 1)(7, 1)(8, 1));
 }
 
-fn block_product_n<const R: usize, const U: usize>(w: &[f32], x: &[f32], outs: &mut [&mut [f32]], in_dim: usize) {
+fn block_product_n<const R: usize, const U: usize>(
+    w: &[f32],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    in_dim: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -113,7 +124,8 @@ fn block_product_n<const R: usize, const U: usize>(w: &[f32], x: &[f32], outs: &
             unsafe { x86::block_avx512::<R, U>(w, x, outs, in_dim) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { x86::block_avx2::<R, U>(w, x, outs, in_dim) };
             return;
@@ -173,7 +185,11 @@ mod x86 {
                     unsafe {
                         let wv = _mm512_loadu_ps(row.as_ptr().add(i + u * LANES));
                         for (r, a) in acc_u.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)), *a);
+                            *a = _mm512_fmadd_ps(
+                                wv,
+                                _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)),
+                                *a,
+                            );
                         }
                     }
                 }
@@ -184,7 +200,11 @@ mod x86 {
                 unsafe {
                     let wv = _mm512_loadu_ps(row.as_ptr().add(i));
                     for (r, a) in acc[0].iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i)), *a);
+                        *a = _mm512_fmadd_ps(
+                            wv,
+                            _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i)),
+                            *a,
+                        );
                     }
                 }
                 i += LANES;
@@ -222,7 +242,11 @@ mod x86 {
                     unsafe {
                         let wv = _mm256_loadu_ps(row.as_ptr().add(i + u * LANES));
                         for (r, a) in acc_u.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)), *a);
+                            *a = _mm256_fmadd_ps(
+                                wv,
+                                _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)),
+                                *a,
+                            );
                         }
                     }
                 }
@@ -233,7 +257,11 @@ mod x86 {
                 unsafe {
                     let wv = _mm256_loadu_ps(row.as_ptr().add(i));
                     for (r, a) in acc[0].iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i)), *a);
+                        *a = _mm256_fmadd_ps(
+                            wv,
+                            _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i)),
+                            *a,
+                        );
                     }
                 }
                 i += LANES;
@@ -266,7 +294,9 @@ mod tests {
     use super::*;
 
     fn reference(xs: &Tensor, w: &Tensor) -> Tensor {
-        xs.to_kind(Kind::Double).matmul(&w.to_kind(Kind::Double).tr()).to_kind(Kind::Float)
+        xs.to_kind(Kind::Double)
+            .matmul(&w.to_kind(Kind::Double).tr())
+            .to_kind(Kind::Float)
     }
 
     #[test]
@@ -279,7 +309,10 @@ mod tests {
                 let xs = Tensor::randn([rows, in_dim], (Kind::Float, Device::Cpu));
                 let got = linear(&xs, &w).expect("linear");
                 let diff = (got - reference(&xs, &w)).abs().max().double_value(&[]);
-                assert!(diff < 1e-4, "{rows} rows, {in_dim}->{out_dim}: max diff {diff}");
+                assert!(
+                    diff < 1e-4,
+                    "{rows} rows, {in_dim}->{out_dim}: max diff {diff}"
+                );
             }
         }
     }
@@ -287,8 +320,12 @@ mod tests {
     #[test]
     fn the_portable_kernel_agrees_with_the_vector_ones() {
         let (rows, in_dim, out_dim) = (3usize, 45usize, 7usize);
-        let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
-        let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0).collect();
+        let w: Vec<f32> = (0..out_dim * in_dim)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..rows * in_dim)
+            .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
+            .collect();
         let mut a = vec![0f32; rows * out_dim];
         let mut b = vec![0f32; rows * out_dim];
         run(&w, &x, &mut a, rows, in_dim, out_dim);
@@ -302,7 +339,11 @@ mod tests {
     #[test]
     fn refuses_too_many_rows_and_other_dtypes() {
         let w = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
-        assert!(linear(&Tensor::ones([MAX_ROWS as i64 + 1, 4], (Kind::Float, Device::Cpu)), &w).is_err());
+        assert!(linear(
+            &Tensor::ones([MAX_ROWS as i64 + 1, 4], (Kind::Float, Device::Cpu)),
+            &w
+        )
+        .is_err());
         assert!(linear(&Tensor::ones([1, 4], (Kind::Double, Device::Cpu)), &w).is_err());
         assert!(linear(&Tensor::ones([4, 2], (Kind::Float, Device::Cpu)).tr(), &w).is_err());
     }

@@ -37,7 +37,11 @@ impl DelayPattern {
     /// The pattern that yields `frames` frames per codebook
     /// (`transformers`' `max_length` = frames + codebooks).
     pub fn for_frames(frames: i64, codebooks: i64, pad: i64) -> Self {
-        Self { codebooks, length: frames + codebooks, pad }
+        Self {
+            codebooks,
+            length: frames + codebooks,
+            pad,
+        }
     }
 
     pub fn frames(&self) -> i64 {
@@ -122,13 +126,30 @@ impl MusicgenModel {
     pub fn new(vs: nn::Path, cfg: &MusicgenConfig) -> Result<Self, String> {
         cfg.validate()?;
         let text_encoder = T5Encoder::new(&vs / "text_encoder", &cfg.text_encoder)?;
-        let cross_in = if cfg.has_enc_to_dec_proj() { cfg.decoder.hidden_size } else { cfg.text_encoder.d_model };
+        let cross_in = if cfg.has_enc_to_dec_proj() {
+            cfg.decoder.hidden_size
+        } else {
+            cfg.text_encoder.d_model
+        };
         let enc_to_dec_proj = cfg.has_enc_to_dec_proj().then(|| {
-            Linear::new(&vs / "enc_to_dec_proj", cfg.text_encoder.d_model, cfg.decoder.hidden_size, true)
+            Linear::new(
+                &vs / "enc_to_dec_proj",
+                cfg.text_encoder.d_model,
+                cfg.decoder.hidden_size,
+                true,
+            )
         });
-        let decoder = MusicgenDecoder::new(&vs / "decoder", &cfg.decoder, cross_in).map_err(|e| e.to_string())?;
-        let audio = EncodecDecoder::new(&vs / "audio_encoder", &cfg.audio_encoder).map_err(|e| e.to_string())?;
-        Ok(Self { text_encoder, enc_to_dec_proj, decoder, audio, cfg: cfg.clone() })
+        let decoder = MusicgenDecoder::new(&vs / "decoder", &cfg.decoder, cross_in)
+            .map_err(|e| e.to_string())?;
+        let audio = EncodecDecoder::new(&vs / "audio_encoder", &cfg.audio_encoder)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            text_encoder,
+            enc_to_dec_proj,
+            decoder,
+            audio,
+            cfg: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -142,7 +163,8 @@ impl MusicgenModel {
     /// T5's last hidden state [batch, len, d_model], before the projection.
     pub fn encode_text(&self, prompts: &EncodedPrompts) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
-        self.text_encoder.forward(&prompts.input_ids, &prompts.attention_mask)
+        self.text_encoder
+            .forward(&prompts.input_ids, &prompts.attention_mask)
     }
 
     /// The states cross-attention reads: `enc_to_dec_proj` applied if the
@@ -178,7 +200,9 @@ impl MusicgenModel {
         let dcfg = &self.cfg.decoder;
         let codebooks = dcfg.num_codebooks;
         if frames < 1 {
-            return Err(GenerateError::Rejected("at least one frame must be generated".to_owned()));
+            return Err(GenerateError::Rejected(
+                "at least one frame must be generated".to_owned(),
+            ));
         }
         // transformers skips the pattern below 2K-1 positions; generating a
         // few frames more and trimming keeps one code path.
@@ -195,7 +219,13 @@ impl MusicgenModel {
         let (states, mask) = if guided {
             (
                 Tensor::f_cat(&[&hidden, &hidden.f_zeros_like()?], 0)?,
-                Tensor::f_cat(&[&prompts.attention_mask, &prompts.attention_mask.f_zeros_like()?], 0)?,
+                Tensor::f_cat(
+                    &[
+                        &prompts.attention_mask,
+                        &prompts.attention_mask.f_zeros_like()?,
+                    ],
+                    0,
+                )?,
             )
         } else {
             (hidden, prompts.attention_mask.shallow_clone())
@@ -206,22 +236,42 @@ impl MusicgenModel {
         let batch = prompts.input_ids.size2()?.0;
         let device = states.device();
         let forced = pattern.mask().f_to_device(device)?;
-        let sequence = Tensor::f_full([batch, codebooks, pattern.length], dcfg.bos_token(), (Kind::Int64, device))?;
-        let mut rng = options.seed.map(SplitMix64::new).unwrap_or_else(SplitMix64::from_entropy);
+        let sequence = Tensor::f_full(
+            [batch, codebooks, pattern.length],
+            dcfg.bos_token(),
+            (Kind::Int64, device),
+        )?;
+        let mut rng = options
+            .seed
+            .map(SplitMix64::new)
+            .unwrap_or_else(SplitMix64::from_entropy);
         let total = pattern.steps() as usize;
         let mut current = sequence.f_narrow(2, 0, 1)?;
         // The sampling ops of a step are as small as the decoder's.
         let _threads = (device == tch::Device::Cpu).then(IntraOpThreads::one);
         for position in 1..pattern.length {
-            let input = if guided { Tensor::f_cat(&[&current, &current], 0)? } else { current.shallow_clone() };
+            let input = if guided {
+                Tensor::f_cat(&[&current, &current], 0)?
+            } else {
+                current.shallow_clone()
+            };
             let logits = self.decoder.forward(&input, &mut state)?; // [b', K, 1, V]
             let logits = guide(&logits.f_squeeze_dim(2)?, options.guidance_scale)?; // [b, K, V]
             let vocab = logits.size().last().copied().unwrap_or(0);
-            let next = select(&logits.f_reshape([batch * codebooks, vocab])?, options.decoding, &mut rng)?
-                .f_view([batch, codebooks])?;
-            let column = forced.f_select(1, position)?.f_unsqueeze(0)?.f_expand([batch, codebooks], false)?;
+            let next = select(
+                &logits.f_reshape([batch * codebooks, vocab])?,
+                options.decoding,
+                &mut rng,
+            )?
+            .f_view([batch, codebooks])?;
+            let column = forced
+                .f_select(1, position)?
+                .f_unsqueeze(0)?
+                .f_expand([batch, codebooks], false)?;
             let next = next.f_where_self(&column.f_eq(-1)?, &column)?;
-            sequence.f_narrow(2, position, 1)?.f_copy_(&next.f_unsqueeze(2)?)?;
+            sequence
+                .f_narrow(2, position, 1)?
+                .f_copy_(&next.f_unsqueeze(2)?)?;
             current = next.f_unsqueeze(2)?;
             if on_step(position as usize, total) == Continue::Stop {
                 return Err(GenerateError::Canceled);
@@ -235,7 +285,10 @@ impl MusicgenModel {
     /// [batch, codebooks, frames].
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
-        self.audio.decode(codes)?.f_to_kind(Kind::Float)?.f_to_device(tch::Device::Cpu)
+        self.audio
+            .decode(codes)?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(tch::Device::Cpu)
     }
 }
 
@@ -246,7 +299,11 @@ mod tests {
     #[test]
     fn delay_pattern_matches_the_transformers_docstring() {
         // build_delay_pattern_mask's example: 4 codebooks, max_length 8.
-        let pattern = DelayPattern { codebooks: 4, length: 8, pad: 9 };
+        let pattern = DelayPattern {
+            codebooks: 4,
+            length: 8,
+            pad: 9,
+        };
         let mask = Vec::<i64>::try_from(pattern.mask().view([-1])).expect("mask");
         let p = 9;
         #[rustfmt::skip]
@@ -267,6 +324,9 @@ mod tests {
         // codebook 0: [bos, a0, a1, a2, pad]; codebook 1: [bos, pad, b0, b1, b2]
         let seq = Tensor::from_slice(&[9i64, 1, 2, 3, 9, 9, 9, 4, 5, 6]).view([1, 2, 5]);
         let codes = pattern.revert(&seq).expect("revert");
-        assert_eq!(Vec::<i64>::try_from(codes.view([-1])).expect("vec"), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            Vec::<i64>::try_from(codes.view([-1])).expect("vec"),
+            vec![1, 2, 3, 4, 5, 6]
+        );
     }
 }

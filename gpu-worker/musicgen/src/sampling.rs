@@ -22,7 +22,11 @@ pub enum Decoding {
     /// Argmax, as `generate(do_sample=False)`.
     Greedy,
     /// `top_k` 0 and `top_p` 0 (or >= 1) disable those filters.
-    Sample { temperature: f64, top_k: i64, top_p: f64 },
+    Sample {
+        temperature: f64,
+        top_k: i64,
+        top_p: f64,
+    },
 }
 
 impl Decoding {
@@ -31,7 +35,11 @@ impl Decoding {
         if temperature <= 0.0 {
             Decoding::Greedy
         } else {
-            Decoding::Sample { temperature, top_k: i64::from(top_k), top_p }
+            Decoding::Sample {
+                temperature,
+                top_k: i64::from(top_k),
+                top_p,
+            }
         }
     }
 }
@@ -82,11 +90,19 @@ impl SplitMix64 {
 }
 
 /// Chooses one code per row of `logits` [rows, vocab] (f32).
-pub fn select(logits: &Tensor, decoding: Decoding, rng: &mut SplitMix64) -> Result<Tensor, TchError> {
+pub fn select(
+    logits: &Tensor,
+    decoding: Decoding,
+    rng: &mut SplitMix64,
+) -> Result<Tensor, TchError> {
     let logits = logits.f_to_kind(Kind::Float)?;
     match decoding {
         Decoding::Greedy => logits.f_argmax(-1, false),
-        Decoding::Sample { temperature, top_k, top_p } => {
+        Decoding::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => {
             let mut scores = logits.f_div_scalar(temperature)?;
             scores = top_k_filter(&scores, top_k)?;
             scores = top_p_filter(&scores, top_p)?;
@@ -114,7 +130,9 @@ fn top_p_filter(scores: &Tensor, top_p: f64) -> Result<Tensor, TchError> {
         return Ok(scores.shallow_clone());
     }
     let (sorted, indices) = scores.f_sort(-1, false)?;
-    let cumulative = sorted.f_softmax(-1, Kind::Float)?.f_cumsum(-1, Kind::Float)?;
+    let cumulative = sorted
+        .f_softmax(-1, Kind::Float)?
+        .f_cumsum(-1, Kind::Float)?;
     let remove = cumulative.f_le(1.0 - top_p)?;
     let vocab = scores.size().last().copied().unwrap_or(1);
     let _ = remove.f_narrow(-1, vocab - 1, 1)?.f_fill_(0)?;
@@ -126,13 +144,20 @@ fn top_p_filter(scores: &Tensor, top_p: f64) -> Result<Tensor, TchError> {
 fn sample_rows(scores: &Tensor, rng: &mut SplitMix64) -> Result<Tensor, TchError> {
     let rows = scores.size().first().copied().unwrap_or(0);
     let vocab = scores.size().last().copied().unwrap_or(1);
-    let cdf = scores.f_softmax(-1, Kind::Float)?.f_cumsum(-1, Kind::Double)?;
+    let cdf = scores
+        .f_softmax(-1, Kind::Float)?
+        .f_cumsum(-1, Kind::Double)?;
     let draws: Vec<f64> = (0..rows).map(|_| rng.next_f64()).collect();
     let total = cdf.f_narrow(-1, vocab - 1, 1)?;
-    let target = Tensor::from_slice(&draws).f_to_device(scores.device())?.f_view([rows, 1])?.f_mul(&total)?;
+    let target = Tensor::from_slice(&draws)
+        .f_to_device(scores.device())?
+        .f_view([rows, 1])?
+        .f_mul(&total)?;
     // The chosen code is the number of CDF entries at or below the target;
     // zero-probability codes never satisfy cdf[i-1] <= t < cdf[i].
-    cdf.f_le_tensor(&target)?.f_sum_dim_intlist(-1, false, Kind::Int64)?.f_clamp_max(vocab - 1)
+    cdf.f_le_tensor(&target)?
+        .f_sum_dim_intlist(-1, false, Kind::Int64)?
+        .f_clamp_max(vocab - 1)
 }
 
 #[cfg(test)]
@@ -143,7 +168,10 @@ mod tests {
     fn guidance_extrapolates_from_the_unconditional_half() {
         let logits = Tensor::from_slice(&[2.0f32, 0.0, 1.0, 1.0]).view([2, 2]);
         let guided = guide(&logits, 3.0).expect("guide");
-        assert_eq!(Vec::<f32>::try_from(guided.view([-1])).expect("vec"), vec![4.0, -2.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(guided.view([-1])).expect("vec"),
+            vec![4.0, -2.0]
+        );
         let same = guide(&logits, 1.0).expect("guide");
         assert_eq!(same.size(), vec![2, 2]);
     }
@@ -153,8 +181,16 @@ mod tests {
         let logits = Tensor::from_slice(&[0.1f32, 3.0, 0.5, -1.0, 2.0, 2.5]).view([2, 3]);
         let mut rng = SplitMix64::new(1);
         for _ in 0..20 {
-            let codes = select(&logits, Decoding::Sample { temperature: 1.0, top_k: 1, top_p: 0.0 }, &mut rng)
-                .expect("select");
+            let codes = select(
+                &logits,
+                Decoding::Sample {
+                    temperature: 1.0,
+                    top_k: 1,
+                    top_p: 0.0,
+                },
+                &mut rng,
+            )
+            .expect("select");
             assert_eq!(Vec::<i64>::try_from(codes).expect("vec"), vec![1, 2]);
         }
     }
@@ -165,16 +201,30 @@ mod tests {
         let logits = Tensor::from_slice(&[0.7f32.ln(), 0.2f32.ln(), 0.1f32.ln()]).view([1, 3]);
         let mut rng = SplitMix64::new(9);
         for _ in 0..20 {
-            let codes = select(&logits, Decoding::Sample { temperature: 1.0, top_k: 0, top_p: 0.5 }, &mut rng)
-                .expect("select");
+            let codes = select(
+                &logits,
+                Decoding::Sample {
+                    temperature: 1.0,
+                    top_k: 0,
+                    top_p: 0.5,
+                },
+                &mut rng,
+            )
+            .expect("select");
             assert_eq!(codes.int64_value(&[0]), 0);
         }
     }
 
     #[test]
     fn the_same_seed_gives_the_same_codes_and_frequencies_follow_the_distribution() {
-        let logits = Tensor::from_slice(&[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()]).view([1, 3]).repeat([4000, 1]);
-        let decoding = Decoding::Sample { temperature: 1.0, top_k: 0, top_p: 0.0 };
+        let logits = Tensor::from_slice(&[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()])
+            .view([1, 3])
+            .repeat([4000, 1]);
+        let decoding = Decoding::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.0,
+        };
         let a = select(&logits, decoding, &mut SplitMix64::new(42)).expect("a");
         let b = select(&logits, decoding, &mut SplitMix64::new(42)).expect("b");
         assert!(a.equal(&b));

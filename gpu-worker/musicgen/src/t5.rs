@@ -28,12 +28,20 @@ pub struct T5LayerNorm {
 
 impl T5LayerNorm {
     pub fn new(vs: nn::Path, dim: i64, eps: f64) -> Self {
-        Self { weight: vs.ones_no_train("weight", &[dim]), eps }
+        Self {
+            weight: vs.ones_no_train("weight", &[dim]),
+            eps,
+        }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
-        let variance = xs.f_to_kind(Kind::Float)?.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
-        let normed = xs.f_to_kind(Kind::Float)?.f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
+        let variance = xs
+            .f_to_kind(Kind::Float)?
+            .f_square()?
+            .f_mean_dim(-1, true, Kind::Float)?;
+        let normed = xs
+            .f_to_kind(Kind::Float)?
+            .f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
         normed.f_to_kind(self.weight.kind())?.f_mul(&self.weight)
     }
 }
@@ -54,8 +62,10 @@ impl T5Attention {
     fn new(vs: nn::Path, cfg: &T5Config, has_relative_bias: bool) -> Self {
         let inner = cfg.num_heads * cfg.d_kv;
         let relative_attention_bias = has_relative_bias.then(|| {
-            (&vs / "relative_attention_bias")
-                .zeros_no_train("weight", &[cfg.relative_attention_num_buckets, cfg.num_heads])
+            (&vs / "relative_attention_bias").zeros_no_train(
+                "weight",
+                &[cfg.relative_attention_num_buckets, cfg.num_heads],
+            )
         });
         Self {
             q: Linear::new(&vs / "q", cfg.d_model, inner, false),
@@ -72,22 +82,41 @@ impl T5Attention {
     /// position bias plus padding mask, added to the raw scores.
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor, TchError> {
         let (b, l, _) = xs.size3()?;
-        let heads = |t: Tensor| t.f_view([b, l, self.num_heads, self.d_kv])?.f_transpose(1, 2);
+        let heads = |t: Tensor| {
+            t.f_view([b, l, self.num_heads, self.d_kv])?
+                .f_transpose(1, 2)
+        };
         let q = heads(self.q.forward(xs)?)?;
         let k = heads(self.k.forward(xs)?)?;
         let v = heads(self.v.forward(xs)?)?;
         // T5 folds the 1/sqrt(d) scaling into its initialisation: no scaling here.
-        let scores = q.f_matmul(&k.f_transpose(-1, -2)?)?.f_to_kind(Kind::Float)?.f_add(bias)?;
+        let scores = q
+            .f_matmul(&k.f_transpose(-1, -2)?)?
+            .f_to_kind(Kind::Float)?
+            .f_add(bias)?;
         let weights = scores.f_softmax(-1, Kind::Float)?.f_to_kind(v.kind())?;
-        let out = weights.f_matmul(&v)?.f_transpose(1, 2)?.f_reshape([b, l, self.num_heads * self.d_kv])?;
+        let out = weights.f_matmul(&v)?.f_transpose(1, 2)?.f_reshape([
+            b,
+            l,
+            self.num_heads * self.d_kv,
+        ])?;
         self.o.forward(&out)
     }
 }
 
 #[derive(Debug)]
 enum FeedForward {
-    Plain { wi: Linear, wo: Linear, act: T5FeedForward },
-    Gated { wi_0: Linear, wi_1: Linear, wo: Linear, act: T5FeedForward },
+    Plain {
+        wi: Linear,
+        wo: Linear,
+        act: T5FeedForward,
+    },
+    Gated {
+        wi_0: Linear,
+        wi_1: Linear,
+        wo: Linear,
+        act: T5FeedForward,
+    },
 }
 
 impl FeedForward {
@@ -118,7 +147,12 @@ impl FeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         match self {
             Self::Plain { wi, wo, act } => wo.forward(&Self::activate(*act, &wi.forward(xs)?)?),
-            Self::Gated { wi_0, wi_1, wo, act } => {
+            Self::Gated {
+                wi_0,
+                wi_1,
+                wo,
+                act,
+            } => {
                 let gate = Self::activate(*act, &wi_0.forward(xs)?)?;
                 wo.forward(&gate.f_mul(&wi_1.forward(xs)?)?)
             }
@@ -141,15 +175,31 @@ impl T5Block {
         let ff = &layer / 1;
         Self {
             attention: T5Attention::new(&attn / "SelfAttention", cfg, index == 0),
-            attention_norm: T5LayerNorm::new(&attn / "layer_norm", cfg.d_model, cfg.layer_norm_epsilon),
+            attention_norm: T5LayerNorm::new(
+                &attn / "layer_norm",
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+            ),
             feed_forward: FeedForward::new(&ff / "DenseReluDense", cfg, act),
-            feed_forward_norm: T5LayerNorm::new(&ff / "layer_norm", cfg.d_model, cfg.layer_norm_epsilon),
+            feed_forward_norm: T5LayerNorm::new(
+                &ff / "layer_norm",
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+            ),
         }
     }
 
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor, TchError> {
-        let xs = xs.f_add(&self.attention.forward(&self.attention_norm.forward(xs)?, bias)?)?;
-        xs.f_add(&self.feed_forward.forward(&self.feed_forward_norm.forward(&xs)?)?)
+        let xs = xs.f_add(
+            &self
+                .attention
+                .forward(&self.attention_norm.forward(xs)?, bias)?,
+        )?;
+        xs.f_add(
+            &self
+                .feed_forward
+                .forward(&self.feed_forward_norm.forward(&xs)?)?,
+        )
     }
 }
 
@@ -165,16 +215,30 @@ pub struct T5Encoder {
 impl T5Encoder {
     /// Errors only on a feed-forward flavour this crate does not implement.
     pub fn new(vs: nn::Path, cfg: &T5Config) -> Result<Self, String> {
-        let act = cfg
-            .feed_forward()
-            .ok_or_else(|| format!("unsupported T5 feed_forward_proj `{}`", cfg.feed_forward_proj))?;
+        let act = cfg.feed_forward().ok_or_else(|| {
+            format!(
+                "unsupported T5 feed_forward_proj `{}`",
+                cfg.feed_forward_proj
+            )
+        })?;
         // The token embedding is stored once as `shared` (the encoder's
         // `embed_tokens` is tied to it and not saved separately).
         let shared = (&vs / "shared").zeros_no_train("weight", &[cfg.vocab_size, cfg.d_model]);
         let encoder = &vs / "encoder";
-        let blocks = (0..cfg.num_layers).map(|i| T5Block::new(&encoder / "block" / i, cfg, i, act)).collect();
-        let final_layer_norm = T5LayerNorm::new(&encoder / "final_layer_norm", cfg.d_model, cfg.layer_norm_epsilon);
-        Ok(Self { shared, blocks, final_layer_norm, cfg: cfg.clone() })
+        let blocks = (0..cfg.num_layers)
+            .map(|i| T5Block::new(&encoder / "block" / i, cfg, i, act))
+            .collect();
+        let final_layer_norm = T5LayerNorm::new(
+            &encoder / "final_layer_norm",
+            cfg.d_model,
+            cfg.layer_norm_epsilon,
+        );
+        Ok(Self {
+            shared,
+            blocks,
+            final_layer_norm,
+            cfg: cfg.clone(),
+        })
     }
 
     /// `input_ids`, `attention_mask`: [batch, len] i64 (mask 1 = token, 0 = pad).
@@ -204,7 +268,9 @@ impl T5Encoder {
             self.cfg.relative_attention_num_buckets,
             self.cfg.relative_attention_max_distance,
         );
-        let buckets = Tensor::from_slice(&buckets).f_view([len, len])?.f_to_device(table.device())?;
+        let buckets = Tensor::from_slice(&buckets)
+            .f_view([len, len])?
+            .f_to_device(table.device())?;
         Tensor::f_embedding(table, &buckets, -1, false, false)?
             .f_permute([2, 0, 1])?
             .f_unsqueeze(0)?

@@ -35,7 +35,9 @@ pub struct T5Tokenizer {
 
 impl std::fmt::Debug for T5Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("T5Tokenizer").field("vocab_size", &self.inner.get_vocab_size(true)).finish()
+        f.debug_struct("T5Tokenizer")
+            .field("vocab_size", &self.inner.get_vocab_size(true))
+            .finish()
     }
 }
 
@@ -44,7 +46,10 @@ const MAX_TOKENS: usize = 512;
 
 impl T5Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
-        let load_err = |reason: String| TokenizerError::Load { path: path.display().to_string(), reason };
+        let load_err = |reason: String| TokenizerError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
         let mut inner = Tokenizer::from_file(path).map_err(|e| load_err(e.to_string()))?;
         let pad_id = inner.token_to_id("<pad>").unwrap_or(0);
         inner.with_padding(Some(PaddingParams {
@@ -56,14 +61,20 @@ impl T5Tokenizer {
             pad_to_multiple_of: None,
         }));
         inner
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
             .map_err(|e| load_err(e.to_string()))?;
         Ok(Self { inner })
     }
 
     /// Token ids (with the trailing `</s>`) of one prompt.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self.inner.encode(prompt, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode(prompt, true)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -73,7 +84,12 @@ impl T5Tokenizer {
             .inner
             .encode_batch(prompts.to_vec(), true)
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = Vec::with_capacity(prompts.len() * len);
         let mut mask = Vec::with_capacity(prompts.len() * len);
         for encoding in &encodings {

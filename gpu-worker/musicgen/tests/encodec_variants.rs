@@ -16,7 +16,9 @@ use sound_creator_musicgen::encodec::EncodecDecoder;
 use tch::{nn, Device, Tensor};
 
 fn variant_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encodec-variants").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encodec-variants")
+        .join(name)
 }
 
 /// Max abs difference between our decoding of the variant's codes and the
@@ -30,11 +32,17 @@ fn decode_diff(name: &str) -> f64 {
     checkpoint.load_into(&mut vs).expect("load variant weights");
 
     let reference: HashMap<String, Tensor> =
-        Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference.safetensors").into_iter().collect();
+        Tensor::read_safetensors(dir.join("reference.safetensors"))
+            .expect("reference.safetensors")
+            .into_iter()
+            .collect();
     let audio = decoder.decode(&reference["codes"]).expect("decode");
     let expected = &reference["audio"];
     assert_eq!(audio.size(), expected.size(), "{name}: audio shape");
-    assert!(expected.abs().max().double_value(&[]) > 1e-3, "{name}: reference audio is silent");
+    assert!(
+        expected.abs().max().double_value(&[]) > 1e-3,
+        "{name}: reference audio is silent"
+    );
     let diff = (&audio - expected).abs().max().double_value(&[]);
     eprintln!("{name}: max abs diff vs transformers {diff:e}");
     diff
@@ -47,7 +55,8 @@ fn causal_convs_with_time_group_norm_conv_shortcut_and_half_right_trim_match_tra
 }
 
 #[test]
-fn reflect_padding_on_a_two_frame_input_with_dilation_growth_3_and_3_lstm_layers_matches_transformers() {
+fn reflect_padding_on_a_two_frame_input_with_dilation_growth_3_and_3_lstm_layers_matches_transformers(
+) {
     let diff = decode_diff("reflect-short");
     assert!(diff <= 1e-4, "max abs diff {diff}");
 }
@@ -56,7 +65,9 @@ fn reflect_padding_on_a_two_frame_input_with_dilation_growth_3_and_3_lstm_layers
 fn weight_norm_saved_as_parametrizations_loads_and_matches_transformers() {
     let dir = variant_dir("parametrizations");
     let checkpoint = Checkpoint::open(&dir).expect("open variant checkpoint");
-    assert!(checkpoint.tensor_names().any(|n| n.ends_with("parametrizations.weight.original0")));
+    assert!(checkpoint
+        .tensor_names()
+        .any(|n| n.ends_with("parametrizations.weight.original0")));
     assert!(!checkpoint.tensor_names().any(|n| n.ends_with("weight_g")));
     let diff = decode_diff("parametrizations");
     assert!(diff <= 1e-4, "max abs diff {diff}");

@@ -18,20 +18,36 @@ fn fixture_dir() -> PathBuf {
 
 fn engine(kind: Kind) -> MusicGenEngine {
     let cache = tempfile::tempdir().expect("tempdir");
-    MusicGenEngine::load(fixture_dir().to_str().expect("utf-8 path"), cache.path(), Device::Cpu, kind).expect("load fixture")
+    MusicGenEngine::load(
+        fixture_dir().to_str().expect("utf-8 path"),
+        cache.path(),
+        Device::Cpu,
+        kind,
+    )
+    .expect("load fixture")
 }
 
 fn reference() -> (HashMap<String, Tensor>, Vec<String>) {
     let dir = fixture_dir().join("reference");
-    let tensors = Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference tensors");
+    let tensors =
+        Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference tensors");
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json")).expect("json");
-    let prompts = json["prompts"].as_array().expect("prompts").iter().map(|p| p.as_str().expect("str").to_owned()).collect();
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
+            .expect("json");
+    let prompts = json["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| p.as_str().expect("str").to_owned())
+        .collect();
     (tensors.into_iter().collect(), prompts)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 #[test]
@@ -39,7 +55,11 @@ fn tokenizer_matches_the_reference_ids_and_padding_mask() {
     let (reference, prompts) = reference();
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let (ids, mask) = engine(Kind::Float).tokenize(&prompts).expect("tokenize");
-    assert!(ids.equal(&reference["text_input_ids"]), "ids {ids} vs {}", reference["text_input_ids"]);
+    assert!(
+        ids.equal(&reference["text_input_ids"]),
+        "ids {ids} vs {}",
+        reference["text_input_ids"]
+    );
     assert!(mask.equal(&reference["text_attention_mask"]));
 }
 
@@ -67,7 +87,11 @@ fn greedy_guided_codes_match_transformers() {
     let expected = &reference["greedy_codes"]; // [batch, K, frames]
     let frames = expected.size()[2];
     assert!(frames >= 50);
-    let options = GenerateOptions { decoding: Decoding::Greedy, guidance_scale: 3.0, seed: None };
+    let options = GenerateOptions {
+        decoding: Decoding::Greedy,
+        guidance_scale: 3.0,
+        seed: None,
+    };
     let mut steps = 0;
     let codes = engine(Kind::Float)
         .generate_codes(&prompts, frames, &options, &mut |_, _| {
@@ -87,11 +111,21 @@ fn greedy_codes_are_the_same_in_bf16_for_most_steps() {
     let (reference, prompts) = reference();
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let expected = &reference["greedy_codes"];
-    let options = GenerateOptions { decoding: Decoding::Greedy, guidance_scale: 3.0, seed: None };
+    let options = GenerateOptions {
+        decoding: Decoding::Greedy,
+        guidance_scale: 3.0,
+        seed: None,
+    };
     let codes = engine(Kind::BFloat16)
-        .generate_codes(&prompts, expected.size()[2], &options, &mut |_, _| Continue::Yes)
+        .generate_codes(&prompts, expected.size()[2], &options, &mut |_, _| {
+            Continue::Yes
+        })
         .expect("generate");
-    let same = codes.eq_tensor(expected).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    let same = codes
+        .eq_tensor(expected)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
     assert!(same > 0.5, "only {same} of the codes agree");
 }
 
@@ -114,19 +148,43 @@ impl StepObserver for Counting {
 #[test]
 fn engine_returns_audible_clips_of_the_requested_durations() {
     let engine = engine(Kind::Float);
-    let params = GenerationParams { seed: Some(3), ..GenerationParams::default() };
+    let params = GenerationParams {
+        seed: Some(3),
+        ..GenerationParams::default()
+    };
     let batch = vec![
-        ClipRequest { prompt: "calm acoustic guitar".into(), duration: 1.0, params: params.clone() },
-        ClipRequest { prompt: "dark techno bassline".into(), duration: 0.5, params },
+        ClipRequest {
+            prompt: "calm acoustic guitar".into(),
+            duration: 1.0,
+            params: params.clone(),
+        },
+        ClipRequest {
+            prompt: "dark techno bassline".into(),
+            duration: 0.5,
+            params,
+        },
     ];
-    let mut observer = Counting { steps: 0, stop_after: None };
+    let mut observer = Counting {
+        steps: 0,
+        stop_after: None,
+    };
     let clips = engine.generate(&batch, &mut observer).expect("generate");
     assert_eq!(observer.steps, 50 + 3);
     assert_eq!(clips.len(), 2);
     for (clip, request) in clips.iter().zip(&batch) {
         assert_eq!(clip.sample_rate, 32_000);
-        assert!((clip.duration_seconds() - request.duration).abs() <= 1.0 / 50.0, "{}", clip.duration_seconds());
-        let rms = (clip.samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / clip.samples.len() as f64).sqrt();
+        assert!(
+            (clip.duration_seconds() - request.duration).abs() <= 1.0 / 50.0,
+            "{}",
+            clip.duration_seconds()
+        );
+        let rms = (clip
+            .samples
+            .iter()
+            .map(|s| f64::from(*s).powi(2))
+            .sum::<f64>()
+            / clip.samples.len() as f64)
+            .sqrt();
         assert!(rms > 1e-4, "silent clip (rms {rms})");
     }
 }
@@ -134,20 +192,51 @@ fn engine_returns_audible_clips_of_the_requested_durations() {
 #[test]
 fn the_same_seed_gives_the_same_clip() {
     let engine = engine(Kind::Float);
-    let params = GenerationParams { seed: Some(11), ..GenerationParams::default() };
-    let request = ClipRequest { prompt: "happy ukulele".into(), duration: 0.3, params };
-    let a = engine.generate_with_codes(std::slice::from_ref(&request), &mut Counting { steps: 0, stop_after: None });
-    let b = engine.generate_with_codes(&[request], &mut Counting { steps: 0, stop_after: None });
+    let params = GenerationParams {
+        seed: Some(11),
+        ..GenerationParams::default()
+    };
+    let request = ClipRequest {
+        prompt: "happy ukulele".into(),
+        duration: 0.3,
+        params,
+    };
+    let a = engine.generate_with_codes(
+        std::slice::from_ref(&request),
+        &mut Counting {
+            steps: 0,
+            stop_after: None,
+        },
+    );
+    let b = engine.generate_with_codes(
+        &[request],
+        &mut Counting {
+            steps: 0,
+            stop_after: None,
+        },
+    );
     assert_eq!(a.expect("a")[0].codes, b.expect("b")[0].codes);
 }
 
 #[test]
 fn a_stop_from_the_observer_cancels_the_generation() {
     let engine = engine(Kind::Float);
-    let request = ClipRequest { prompt: "epic".into(), duration: 1.0, params: GenerationParams::default() };
-    let mut observer = Counting { steps: 0, stop_after: Some(3) };
-    let err = engine.generate(&[request], &mut observer).expect_err("canceled");
-    assert!(matches!(err, sound_creator_core::audio::GenerationError::Canceled), "{err}");
+    let request = ClipRequest {
+        prompt: "epic".into(),
+        duration: 1.0,
+        params: GenerationParams::default(),
+    };
+    let mut observer = Counting {
+        steps: 0,
+        stop_after: Some(3),
+    };
+    let err = engine
+        .generate(&[request], &mut observer)
+        .expect_err("canceled");
+    assert!(
+        matches!(err, sound_creator_core::audio::GenerationError::Canceled),
+        "{err}"
+    );
     assert_eq!(observer.steps, 3);
 }
 
@@ -155,8 +244,23 @@ fn a_stop_from_the_observer_cancels_the_generation() {
 fn too_long_or_empty_durations_are_rejected() {
     let engine = engine(Kind::Float);
     for duration in [0.0, -1.0, f64::NAN, 60.0] {
-        let request = ClipRequest { prompt: "x".into(), duration, params: GenerationParams::default() };
-        let err = engine.generate(&[request], &mut Counting { steps: 0, stop_after: None }).expect_err("rejected");
-        assert!(matches!(err, sound_creator_core::audio::GenerationError::Rejected(_)), "{duration}: {err}");
+        let request = ClipRequest {
+            prompt: "x".into(),
+            duration,
+            params: GenerationParams::default(),
+        };
+        let err = engine
+            .generate(
+                &[request],
+                &mut Counting {
+                    steps: 0,
+                    stop_after: None,
+                },
+            )
+            .expect_err("rejected");
+        assert!(
+            matches!(err, sound_creator_core::audio::GenerationError::Rejected(_)),
+            "{duration}: {err}"
+        );
     }
 }

@@ -14,17 +14,29 @@ use tch::Device;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() >= 4, "usage: musicgen-bench <model dir> <f32|f16|bf16> <seconds> [runs]");
+    anyhow::ensure!(
+        args.len() >= 4,
+        "usage: musicgen-bench <model dir> <f32|f16|bf16> <seconds> [runs]"
+    );
     let kind = parse_dtype(&args[2])?;
     let seconds: f64 = args[3].parse().context("seconds")?;
-    let runs: usize = args.get(4).map(|r| r.parse()).transpose().context("runs")?.unwrap_or(2);
+    let runs: usize = args
+        .get(4)
+        .map(|r| r.parse())
+        .transpose()
+        .context("runs")?
+        .unwrap_or(2);
     let cache = std::env::temp_dir();
     let load_started = Instant::now();
     let engine = MusicGenEngine::load(&args[1], &cache, Device::Cpu, kind)?;
     let load_s = load_started.elapsed().as_secs_f64();
     let frames = engine.frames_for(seconds);
     let options = GenerateOptions {
-        decoding: Decoding::Sample { temperature: 1.0, top_k: 250, top_p: 0.0 },
+        decoding: Decoding::Sample {
+            temperature: 1.0,
+            top_k: 250,
+            top_p: 0.0,
+        },
         guidance_scale: 3.0,
         seed: Some(1),
     };
@@ -34,13 +46,18 @@ fn main() -> anyhow::Result<()> {
         let mut first_step: Option<Instant> = None;
         let mut last_step = started;
         let mut steps = 0usize;
-        let codes = engine.generate_codes(&["lo-fi hip hop beat with warm piano chords"], frames, &options, &mut |_, _| {
-            let now = Instant::now();
-            first_step.get_or_insert(now);
-            last_step = now;
-            steps += 1;
-            Continue::Yes
-        })?;
+        let codes = engine.generate_codes(
+            &["lo-fi hip hop beat with warm piano chords"],
+            frames,
+            &options,
+            &mut |_, _| {
+                let now = Instant::now();
+                first_step.get_or_insert(now);
+                last_step = now;
+                steps += 1;
+                Continue::Yes
+            },
+        )?;
         let audio = engine.decode_audio(&codes)?;
         let total = started.elapsed().as_secs_f64();
         anyhow::ensure!(audio.size()[2] > 0, "no audio");
