@@ -60,16 +60,8 @@ pub async fn connect(
             let backends = AwsBackends::connect(&aws)
                 .await
                 .context("cannot connect the AWS backends")?;
-            let ports = Ports {
-                tasks: backends.tasks,
-                queue: backends.queue,
-                cache: backends.cache,
-                stats: backends.stats,
-                blobs: backends.blobs,
-                callbacks,
-            };
             Ok(Backends {
-                ports,
+                ports: backends.into_ports(callbacks),
                 downloads: None,
                 visibility_timeout: aws.sqs_visibility_timeout,
                 label: "aws",

@@ -271,7 +271,7 @@ impl TaskService {
         wait: Duration,
     ) -> Result<TaskDocument, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Duration::from_millis(5);
         loop {
             let doc = self.result(tenant, raw_id).await?;
             if doc.status.is_final() || tokio::time::Instant::now() >= deadline {
@@ -281,7 +281,8 @@ impl TaskService {
                 pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
             )
             .await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            // Capped low: a waiting client learns of completion within ~25 ms.
+            pause = (pause * 2).min(Duration::from_millis(25));
         }
     }
 

@@ -60,6 +60,21 @@ impl AwsBackends {
             blobs: Arc::new(s3::S3Blobs::new(&sdk, settings)),
         })
     }
+
+    /// All the domain's ports: these backends plus the callback sender.
+    pub fn into_ports(
+        self,
+        callbacks: Arc<dyn sound_creator_core::ports::CallbackSender>,
+    ) -> sound_creator_core::service::Ports {
+        sound_creator_core::service::Ports {
+            tasks: self.tasks,
+            queue: self.queue,
+            cache: self.cache,
+            stats: self.stats,
+            blobs: self.blobs,
+            callbacks,
+        }
+    }
 }
 
 /// The shared SDK configuration: region, credentials, short timeouts and a

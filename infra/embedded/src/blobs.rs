@@ -203,7 +203,12 @@ impl BlobStore for LocalBlobs {
         let written = async {
             let mut file = tokio::fs::File::create(&temp).await?;
             file.write_all(&bytes).await?;
-            file.sync_all().await?;
+            // No fsync: the database beside it runs WAL with
+            // synchronous=NORMAL (no fsync per commit), so syncing the file
+            // bought no durability the row pointing at it has, and cost
+            // about 2 ms p50 / 11 ms p99 on every job (bench/PIPELINE.md).
+            // The rename still makes the file appear whole or not at all.
+            file.flush().await?;
             drop(file);
             tokio::fs::rename(&temp, &path).await
         }
