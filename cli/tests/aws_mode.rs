@@ -3,6 +3,8 @@
 //! The real `sound-creator` binary runs as API, worker(s) and completion,
 //! each its own process, with the tiny MusicGen checkpoint.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! them down and up with `tests/env/stop-start.sh`; kept in its own test
 //! binary so no other test sees the outage.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! the embedded backends with the tiny MusicGen checkpoint, spoken to over
 //! HTTP on loopback.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! delivered twice still give one output set, one stats row and one
 //! callback id.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
