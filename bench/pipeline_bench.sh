@@ -9,6 +9,8 @@
 #
 # Settings (environment): N, C, POLL_MS, MODE (poll | generate: how our client
 # learns of completion), BATCHES ("1 8": WORKER_MAX_BATCH values),
+# GENERATORS ("tiny noop": the tiny MusicGen fixture, and/or the no-op
+# generator of cli/benches/noop_pipeline_server.rs, for the pipeline alone),
 # CELERY_CONCURRENCY ("1 2"), ONLY (ours | celery), SKIP_BUILD=1,
 # SOUND_CREATOR_BIN (use this binary, no build), RESULTS_JSONL (also keep
 # the raw JSON lines there).
@@ -22,6 +24,7 @@ C="${C:-16}"
 POLL_MS="${POLL_MS:-5}"
 MODE="${MODE:-poll}"
 BATCHES="${BATCHES:-1 8}"
+GENERATORS="${GENERATORS:-tiny noop}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1 2}"
 ONLY="${ONLY:-}"
 RUN_LIMIT_S="${RUN_LIMIT_S:-240}" # per measured run
@@ -77,6 +80,16 @@ if [[ "$ONLY" != "celery" ]]; then
     (cd "$ROOT" && cargo build --release -p sound-creator >&2)
   fi
   [[ -x "$BIN" ]] || { log "missing $BIN"; exit 1; }
+  if [[ " $GENERATORS " == *" noop "* ]]; then
+    log "building the no-op generator's server (cargo bench --no-run)"
+    NOOP_BIN="$(cd "$ROOT" && cargo bench --no-run -p sound-creator --bench noop_pipeline_server \
+      --message-format=json-render-diagnostics | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "noop_pipeline_server":
+        print(m["executable"])')"
+    [[ -x "$NOOP_BIN" ]] || { log "could not build the no-op generator's server"; exit 1; }
+  fi
 fi
 
 RESULTS="$WORK/results.jsonl"
@@ -84,11 +97,18 @@ RESULTS="$WORK/results.jsonl"
 
 # ---------------------------------------------------------------- ours
 run_ours() {
-  local batch="$1" dir="$WORK/serve-$1" pid url=""
+  local batch="$1" generator="$2" dir="$WORK/serve-$1-$2" pid url="" command label
   mkdir -p "$dir"
+  if [[ "$generator" == "noop" ]]; then
+    command=("$NOOP_BIN")
+    label="embedded, batch $batch, no-op generator"
+  else
+    command=("$BIN" serve)
+    label="embedded, batch $batch"
+  fi
   MARKETPLACE_TOKEN=bench-token MUSIC_GEN_MODEL="$ROOT/tests/fixtures/tiny-musicgen" MODEL_DEVICE=cpu \
     WORKER_MAX_BATCH="$batch" RUST_LOG="${RUST_LOG:-warn}" \
-    "$BIN" serve --port 0 --host 127.0.0.1 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+    "${command[@]}" --port 0 --host 127.0.0.1 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
   pid=$!
   PIDS+=("$pid")
   for _ in $(seq 1 600); do
@@ -98,9 +118,9 @@ run_ours() {
     sleep 0.1
   done
   [[ -n "$url" ]] || { log "serve did not start in 60 s"; exit 1; }
-  log "sound-creator batch $batch on $url ($MODE)"
+  log "sound-creator $label on $url ($MODE)"
   timeout "$RUN_LIMIT_S" "$PY" "$BENCH/pipeline/load.py" ours --url "$url" --token bench-token \
-    --mode "$MODE" -n "$N" -c "$C" --poll-ms "$POLL_MS" --config "embedded, batch $batch" >>"$RESULTS"
+    --mode "$MODE" -n "$N" -c "$C" --poll-ms "$POLL_MS" --config "$label" >>"$RESULTS"
   stop "$pid"
 }
 
@@ -139,7 +159,9 @@ run_celery() {
 }
 
 if [[ "$ONLY" != "celery" ]]; then
-  for b in $BATCHES; do run_ours "$b"; done
+  for g in $GENERATORS; do
+    for b in $BATCHES; do run_ours "$b" "$g"; done
+  done
 fi
 if [[ "$ONLY" != "ours" ]]; then
   for c in $CELERY_CONCURRENCY; do run_celery "$c" 0; done

@@ -32,11 +32,11 @@ fi
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
     [ -x "$VENV/bin/python" ] || { log "creating $VENV"; python3 -m venv "$VENV" >&2 || { apt_install python3-venv; python3 -m venv "$VENV" >&2; }; }
     log "installing torch==$TORCH_VERSION into $VENV (about 5 GB)"
-    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" >&2
+    "$VENV/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION" >&2
 fi
 "$VENV/bin/python" -c "import transformers, tokenizers, safetensors" 2>/dev/null || {
     log "installing transformers into $VENV"
-    "$VENV/bin/pip" install -q transformers tokenizers safetensors >&2
+    "$VENV/bin/pip" install -q --no-cache-dir transformers tokenizers safetensors >&2
 }
 
 TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"

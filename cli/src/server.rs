@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::service::TaskService;
 use sound_creator_core::settings::Settings;
+use sound_creator_core::task::ModelFamily;
 use sound_creator_functions::api::{app, AppState};
 use sound_creator_worker::{CompletionLoop, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -58,12 +60,18 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
+/// The settings `serve` and `api` run with: the environment's, and at least
+/// one client key, or no one could call the API.
+pub fn serving_settings() -> anyhow::Result<Arc<Settings>> {
     let settings = settings()?;
     if settings.client_keys.is_empty() {
         anyhow::bail!("no client key is configured: set MARKETPLACE_TOKEN (and optionally API_KEYS=name:token,...)");
     }
+    Ok(settings)
+}
 
+pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
+    let settings = serving_settings()?;
     // Models first: a deployment that cannot generate should not start
     // taking tasks.
     let mut generators = Vec::new();
@@ -75,7 +83,18 @@ pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
             generators.push((family, generator));
         }
     }
+    serve_with(args, settings, parts, generators).await
+}
 
+/// Serves the API and, for `Parts::All`, a worker per given generator and the
+/// completion loop, until Ctrl-C or SIGTERM. `serve` calls it with the
+/// loaded models; the pipeline benchmark's harness with a no-op generator.
+pub async fn serve_with(
+    args: ServeArgs,
+    settings: Arc<Settings>,
+    parts: Parts,
+    generators: Vec<(ModelFamily, Arc<dyn AudioGenerator>)>,
+) -> anyhow::Result<()> {
     let port = args.port.unwrap_or(settings.port);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), port))
         .await

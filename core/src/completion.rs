@@ -63,6 +63,7 @@ impl Completion<'_> {
                 match recorded {
                     StageRecorded::Recorded { task_became_final } => {
                         if task_became_final {
+                            self.ports.finals.signal(&task.id);
                             self.final_effects(&task).await?;
                         }
                         Ok(CompletionOutcome::StageRecorded {
@@ -85,6 +86,7 @@ impl Completion<'_> {
                     return Ok(CompletionOutcome::UnknownTask);
                 };
                 if task.status.is_final() {
+                    self.ports.finals.signal(&task.id);
                     self.final_effects(&task).await?;
                     Ok(CompletionOutcome::FinalEffectsDone)
                 } else {

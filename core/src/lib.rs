@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod completion;
+pub mod final_watch;
 pub mod messages;
 pub mod ports;
 pub mod records;

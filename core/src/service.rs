@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 
+use crate::final_watch::FinalWatch;
 use crate::messages::{encode, Job};
 use crate::ports::{
     Backend, BackendError, BlobStore, CallbackSender, Inserted, JobQueue, QueueName, ResultCache,
@@ -33,6 +34,8 @@ pub struct Ports {
     pub stats: Arc<dyn StatsStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub callbacks: Arc<dyn CallbackSender>,
+    /// In-process wake-ups for `/v1/generate` waiters.
+    pub finals: Arc<FinalWatch>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +266,13 @@ impl TaskService {
         Ok(crate::completion::announce_final(&self.ports, id).await?)
     }
 
-    /// Polls until the task is final or `wait` passes (`/v1/generate`).
+    /// Waits until the task is final or `wait` passes (`/v1/generate`).
+    ///
+    /// With the completion step in this process, the waiter sleeps until it
+    /// signals the task final and reads the store once more; the slow poll
+    /// beside it only catches what no signal announces (a cancel through
+    /// another API instance). Otherwise it polls, capped low so that a client
+    /// learns of completion within ~25 ms.
     pub async fn wait_until_final(
         &self,
         tenant: &Tenant,
@@ -271,18 +280,25 @@ impl TaskService {
         wait: Duration,
     ) -> Result<TaskDocument, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let local = self.ports.finals.completion_is_local();
+        let mut subscription = TaskId::parse(raw_id).map(|id| self.ports.finals.subscribe(&id));
         let mut pause = Duration::from_millis(5);
         loop {
             let doc = self.result(tenant, raw_id).await?;
-            if doc.status.is_final() || tokio::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if doc.status.is_final() || left.is_zero() {
                 return Ok(doc);
             }
-            tokio::time::sleep(
-                pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-            )
-            .await;
-            // Capped low: a waiting client learns of completion within ~25 ms.
-            pause = (pause * 2).min(Duration::from_millis(25));
+            match subscription.as_mut() {
+                Some(subscription) if local => {
+                    let pause = left.min(Duration::from_secs(1));
+                    let _ = tokio::time::timeout(pause, subscription.signalled()).await;
+                }
+                _ => {
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+            }
         }
     }
 

@@ -249,14 +249,7 @@ impl FunctionEnvironment {
             HttpCallbackSender::new(settings.callback_timeout)
                 .context("Failed to build the HTTP client for callbacks")?,
         );
-        let ports = Ports {
-            tasks: backends.tasks,
-            queue: backends.queue,
-            cache: backends.cache,
-            stats: backends.stats,
-            blobs: backends.blobs,
-            callbacks,
-        };
+        let ports = backends.into_ports(callbacks);
         Ok(Self { ports, settings })
     }
 }

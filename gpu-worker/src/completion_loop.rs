@@ -25,6 +25,9 @@ pub struct CompletionLoop {
 
 impl CompletionLoop {
     pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
+        // `/v1/generate` waiters sharing these ports can now sleep until this
+        // loop signals their task final.
+        ports.finals.mark_completion_local();
         Self {
             ports,
             settings,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use sound_creator_core::audio::{
     encode_wav, AudioGenerator, GenerationError, StepControl, StepObserver,
@@ -265,17 +266,23 @@ impl Worker {
 
         match result {
             Ok(clips) => {
-                for (runnable, clip) in batch.iter().zip(clips) {
+                // The clips of a batch are stored and recorded side by side,
+                // so the last job of a batch does not wait for the others'
+                // writes. Each job's own steps keep their order.
+                let finishing = batch.iter().zip(clips).map(|(runnable, clip)| async move {
                     if runnable.canceled.load(Ordering::SeqCst) {
-                        self.ports
+                        return self
+                            .ports
                             .queue
                             .delete(queue, &runnable.delivery.receipt)
-                            .await?;
-                        continue;
+                            .await;
                     }
                     let outcome = self.store_clip(&runnable.job, &clip, inference_ms).await?;
                     self.finish_stage(&runnable.job, &runnable.delivery, outcome)
-                        .await?;
+                        .await
+                });
+                for finished in join_all(finishing).await {
+                    finished?;
                 }
             }
             Err(GenerationError::Canceled) => {

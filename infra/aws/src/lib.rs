@@ -73,6 +73,7 @@ impl AwsBackends {
             stats: self.stats,
             blobs: self.blobs,
             callbacks,
+            finals: Default::default(),
         }
     }
 }

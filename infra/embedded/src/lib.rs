@@ -214,6 +214,7 @@ impl EmbeddedStore {
             stats: self.stats(),
             blobs: self.blobs(),
             callbacks,
+            finals: Default::default(),
         }
     }
 

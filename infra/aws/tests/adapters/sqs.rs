@@ -1,7 +1,7 @@
 //! The SQS adapter against moto: at-least-once delivery, visibility
 //! timeouts, heartbeats, the dead-letter queue and queue depth.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The DynamoDB task store against moto: conditional writes, the
 //! compare-and-swap the domain relies on, idempotency keys and TTL.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

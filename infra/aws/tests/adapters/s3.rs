@@ -1,7 +1,7 @@
 //! The S3 blob store against moto: a stored clip downloads through its
 //! presigned URL, byte for byte.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

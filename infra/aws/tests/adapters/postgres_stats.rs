@@ -1,7 +1,7 @@
 //! The Postgres stats store against a real PostgreSQL 15: idempotent
 //! recording and the numbers `GET /v1/stats` answers with.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use sound_creator_aws::postgres_stats::PostgresStats;

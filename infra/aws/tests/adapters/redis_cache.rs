@@ -1,7 +1,7 @@
 //! The Redis result cache against a real redis-server: round trips, the
 //! database chosen by `REDIS_DB_NAME`, and expiry.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,145 @@
+//! Tells waiters in this process that a task has become final, so that
+//! `POST /v1/generate` answers as soon as the completion step records the
+//! last stage instead of on its next poll of the task store.
+//!
+//! It is only an early wake-up: the task store stays the truth, and a waiter
+//! always reads the task again after a signal. Where the completion step runs
+//! in another process (Lambda), no signal ever comes and waiters fall back to
+//! polling; [`FinalWatch::completion_is_local`] says which case applies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::task::TaskId;
+
+#[derive(Default)]
+pub struct FinalWatch {
+    waiting: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
+    completion_is_local: AtomicBool,
+}
+
+/// A waiter's subscription; dropping it forgets the task when no one else
+/// waits for it.
+pub struct FinalSubscription<'a> {
+    watch: &'a FinalWatch,
+    task_id: TaskId,
+    receiver: watch::Receiver<bool>,
+}
+
+impl FinalWatch {
+    /// Called by a completion loop running in this process: from then on a
+    /// final task is always signalled here.
+    pub fn mark_completion_local(&self) {
+        self.completion_is_local.store(true, Ordering::Release);
+    }
+
+    pub fn completion_is_local(&self) -> bool {
+        self.completion_is_local.load(Ordering::Acquire)
+    }
+
+    /// Subscribe before reading the task, so that a signal sent between the
+    /// read and the wait is not missed.
+    pub fn subscribe(&self, task_id: &TaskId) -> FinalSubscription<'_> {
+        let receiver = self
+            .lock()
+            .entry(task_id.clone())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe();
+        FinalSubscription {
+            watch: self,
+            task_id: task_id.clone(),
+            receiver,
+        }
+    }
+
+    /// The task is final: wake whoever waits for it.
+    pub fn signal(&self, task_id: &TaskId) {
+        if let Some(sender) = self.lock().remove(task_id) {
+            let _ = sender.send(true);
+        }
+    }
+
+    /// How many tasks have waiters (for tests: entries must not leak).
+    pub fn watched(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, watch::Sender<bool>>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (each operation is one insert or remove), so poisoning is ignored.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl FinalSubscription<'_> {
+    /// Resolves when the task has been signalled final (at once if it
+    /// already was). Cancel-safe: use it under a timeout.
+    pub async fn signalled(&mut self) {
+        // An error means the sender was dropped, which only `signal` does.
+        let _ = self.receiver.wait_for(|is_final| *is_final).await;
+    }
+}
+
+impl Drop for FinalSubscription<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.watch.lock();
+        if let Some(sender) = waiting.get(&self.task_id) {
+            // Our receiver is still alive here, hence `<= 1`.
+            if sender.receiver_count() <= 1 {
+                waiting.remove(&self.task_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_signal_wakes_the_subscribed_waiter_and_forgets_the_task() {
+        let watch = FinalWatch::default();
+        let id = TaskId::generate();
+        let mut subscription = watch.subscribe(&id);
+        watch.signal(&id);
+        tokio::time::timeout(Duration::from_secs(1), subscription.signalled())
+            .await
+            .expect("woken");
+        drop(subscription);
+        assert_eq!(watch.watched(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_no_entry_behind() {
+        let watch = FinalWatch::default();
+        let id = TaskId::generate();
+        let first = watch.subscribe(&id);
+        let mut second = watch.subscribe(&id);
+        drop(first);
+        assert_eq!(watch.watched(), 1, "the second waiter still waits");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), second.signalled())
+                .await
+                .is_err(),
+            "no signal was sent"
+        );
+        drop(second);
+        assert_eq!(watch.watched(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_signal_for_a_task_nobody_waits_for_is_a_no_op() {
+        let watch = FinalWatch::default();
+        watch.signal(&TaskId::generate());
+        assert_eq!(watch.watched(), 0);
+        assert!(!watch.completion_is_local());
+        watch.mark_completion_local();
+        assert!(watch.completion_is_local());
+    }
+}
