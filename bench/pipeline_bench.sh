@@ -11,6 +11,8 @@
 # learns of completion), BATCHES ("1 8": WORKER_MAX_BATCH values),
 # GENERATORS ("tiny noop": the tiny MusicGen fixture, and/or the no-op
 # generator of cli/benches/noop_pipeline_server.rs, for the pipeline alone),
+# BACKEND (embedded | aws: SQS, S3 and DynamoDB on moto, redis-server and
+# PostgreSQL, started by tests/env/up.sh and stopped at the end),
 # CELERY_CONCURRENCY ("1 2"), ONLY (ours | celery), SKIP_BUILD=1,
 # SOUND_CREATOR_BIN (use this binary, no build), RESULTS_JSONL (also keep
 # the raw JSON lines there).
@@ -25,6 +27,7 @@ POLL_MS="${POLL_MS:-5}"
 MODE="${MODE:-poll}"
 BATCHES="${BATCHES:-1 8}"
 GENERATORS="${GENERATORS:-tiny noop}"
+BACKEND="${BACKEND:-embedded}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-1 2}"
 ONLY="${ONLY:-}"
 RUN_LIMIT_S="${RUN_LIMIT_S:-240}" # per measured run
@@ -41,6 +44,7 @@ cleanup() {
     [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
   done
   rm -rf "$WORK"
+  if [[ "$BACKEND" == "aws" ]]; then bash "$ROOT/tests/env/down.sh" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -92,6 +96,13 @@ for line in sys.stdin:
   fi
 fi
 
+if [[ "$BACKEND" == "aws" && "$ONLY" != "celery" ]]; then
+  log "starting moto, redis-server and PostgreSQL (tests/env/up.sh)"
+  bash "$ROOT/tests/env/up.sh" >&2
+  # shellcheck disable=SC1091
+  source "$ROOT/.data/test-env/env.sh"
+fi
+
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
@@ -100,11 +111,17 @@ run_ours() {
   local batch="$1" generator="$2" dir="$WORK/serve-$1-$2" pid url="" command label
   mkdir -p "$dir"
   if [[ "$generator" == "noop" ]]; then
-    command=("$NOOP_BIN")
-    label="embedded, batch $batch, no-op generator"
+    command=("$NOOP_BIN" --backend "$BACKEND")
+    label="$BACKEND, batch $batch, no-op generator"
   else
-    command=("$BIN" serve)
-    label="embedded, batch $batch"
+    command=("$BIN" serve --backend "$BACKEND")
+    label="$BACKEND, batch $batch"
+  fi
+  if [[ "$BACKEND" == "aws" ]]; then
+    # Fresh queues, bucket and table per run, so runs do not see each other.
+    local suffix="bench-$batch-$generator-$$"
+    export SQS_QUEUE_PREFIX="$suffix-" S3_BUCKET="$suffix" DYNAMODB_TABLE="$suffix"
+    "$BIN" provision >&2
   fi
   MARKETPLACE_TOKEN=bench-token MUSIC_GEN_MODEL="$ROOT/tests/fixtures/tiny-musicgen" MODEL_DEVICE=cpu \
     WORKER_MAX_BATCH="$batch" RUST_LOG="${RUST_LOG:-warn}" \
@@ -171,7 +188,7 @@ if [[ "$ONLY" != "ours" ]]; then
   own="$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     r = json.loads(l)
-    if r["config"] == "embedded, batch 1": print(round(r["own_p50_ms"]))' "$RESULTS")"
+    if r["config"] in ("embedded, batch 1", "aws, batch 1"): print(round(r["own_p50_ms"]))' "$RESULTS")"
   if [[ -n "$own" && "$own" != "0" ]]; then run_celery 1 1 "$own"; fi
 fi
 
@@ -183,6 +200,9 @@ import json, sys
 path, n, c, poll, mode = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 def durability(r):
+    if r["system"] == "sound-creator" and r["config"].startswith("aws"):
+        return ("SQS + DynamoDB + S3 (moto, in memory here), Postgres stats; "
+                "at-least-once (message deleted after the result is stored)")
     if r["system"] == "sound-creator":
         return ("SQLite WAL (synchronous=NORMAL): survives kill -9 of the service; "
                 "at-least-once (message deleted after the result is stored)")

@@ -20,7 +20,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use sound_creator_core::audio::{
-    encode_wav, AudioGenerator, GenerationError, StepControl, StepObserver,
+    encode_wav, AudioGenerator, Clip, GenerationError, StepControl, StepObserver,
 };
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
@@ -85,6 +85,14 @@ struct Runnable {
     canceled: Arc<AtomicBool>,
 }
 
+/// A batch the generator is done with, whose clips are still to be stored
+/// and recorded.
+struct Generated {
+    batch: Vec<Runnable>,
+    result: Result<Vec<Clip>, GenerationError>,
+    inference_ms: u64,
+}
+
 impl Worker {
     pub fn new(
         ports: Ports,
@@ -107,20 +115,53 @@ impl Worker {
 
     /// Runs until `shutdown` resolves; the batch in hand finishes its current
     /// step and goes back to the queue.
+    ///
+    /// The turns overlap: while one batch's clips are uploaded and recorded
+    /// (tens of milliseconds of S3, SQS and Redis calls in AWS mode), the
+    /// next batch is already received and generating, so the device does not
+    /// wait for the network.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let stopping = self.stopping.clone();
         let family = self.config.family;
         tracing::info!(%family, model = %self.generator.info().name, "worker started");
         let work = async {
             let mut backoff = Duration::from_millis(200);
+            let mut finishing: Option<Generated> = None;
             while !self.stopping.load(Ordering::SeqCst) {
-                match self.try_execute_jobs().await {
-                    Ok(_) => backoff = Duration::from_millis(200),
+                let previous = finishing.take();
+                let (finished, turn) = tokio::join!(
+                    async {
+                        match previous {
+                            Some(generated) => self.finish_batch(generated).await,
+                            None => Ok(()),
+                        }
+                    },
+                    self.receive_and_generate()
+                );
+                // A job not finished stays in the queue and comes back after
+                // its visibility timeout.
+                let mut failed = false;
+                if let Err(e) = finished {
+                    tracing::warn!(%family, error = %e, "could not record a generated batch; its unrecorded jobs will be delivered again");
+                    failed = true;
+                }
+                match turn {
+                    Ok((_, generated)) => finishing = generated,
                     Err(e) => {
                         tracing::warn!(%family, error = %e, "worker could not reach a backend; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        failed = true;
                     }
+                }
+                if failed {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                } else {
+                    backoff = Duration::from_millis(200);
+                }
+            }
+            if let Some(generated) = finishing {
+                if let Err(e) = self.finish_batch(generated).await {
+                    tracing::warn!(%family, error = %e, "could not record the last batch; its jobs will be delivered again");
                 }
             }
         };
@@ -140,13 +181,25 @@ impl Worker {
     /// One turn: receive up to a batch of jobs and carry each to an end
     /// (done, dropped, failed, or released for a retry).
     pub async fn try_execute_jobs(&self) -> Result<ExecutionOutcome, BackendError> {
+        let (outcome, generated) = self.receive_and_generate().await?;
+        if let Some(generated) = generated {
+            self.finish_batch(generated).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Receives up to a batch of jobs, settles those that need no generation
+    /// and generates the rest.
+    async fn receive_and_generate(
+        &self,
+    ) -> Result<(ExecutionOutcome, Option<Generated>), BackendError> {
         let deliveries = self
             .ports
             .queue
             .receive(self.queue(), self.config.max_batch, self.config.poll_wait)
             .await?;
         if deliveries.is_empty() {
-            return Ok(ExecutionOutcome::EmptyQueue);
+            return Ok((ExecutionOutcome::EmptyQueue, None));
         }
         let handled = deliveries.len();
         let mut runnable = Vec::new();
@@ -155,10 +208,12 @@ impl Worker {
                 runnable.push(job);
             }
         }
-        if !runnable.is_empty() {
-            self.generate_batch(runnable).await?;
-        }
-        Ok(ExecutionOutcome::Handled(handled))
+        let generated = if runnable.is_empty() {
+            None
+        } else {
+            Some(self.generate_batch(runnable).await)
+        };
+        Ok((ExecutionOutcome::Handled(handled), generated))
     }
 
     /// Decides what to do with one delivery before any generation.
@@ -233,8 +288,7 @@ impl Worker {
         }
     }
 
-    async fn generate_batch(&self, batch: Vec<Runnable>) -> Result<(), BackendError> {
-        let queue = self.queue();
+    async fn generate_batch(&self, batch: Vec<Runnable>) -> Generated {
         for r in &batch {
             tracing::info!(task_id = %r.job.task_id, index = r.job.index, receive_count = r.delivery.receive_count, "generating");
         }
@@ -263,7 +317,21 @@ impl Worker {
         let inference_ms = started.elapsed().as_millis() as u64;
         heartbeat.abort();
         monitor.abort();
+        Generated {
+            batch,
+            result,
+            inference_ms,
+        }
+    }
 
+    /// Stores and records a generated batch's clips, or hands its jobs back.
+    async fn finish_batch(&self, generated: Generated) -> Result<(), BackendError> {
+        let queue = self.queue();
+        let Generated {
+            batch,
+            result,
+            inference_ms,
+        } = generated;
         match result {
             Ok(clips) => {
                 // The clips of a batch are stored and recorded side by side,
@@ -340,7 +408,7 @@ impl Worker {
     async fn store_clip(
         &self,
         job: &Job,
-        clip: &sound_creator_core::audio::Clip,
+        clip: &Clip,
         inference_ms: u64,
     ) -> Result<StageOutcome, BackendError> {
         let format = AudioFormat::Wav;
