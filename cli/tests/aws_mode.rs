@@ -150,15 +150,7 @@ async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
         url.contains(&deployment.var("S3_BUCKET")),
         "an S3 presigned URL: {url}"
     );
-    let bytes = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = app.download(url).await;
     let (header, samples) = decode_wav(&bytes).unwrap();
     assert_eq!(header.sample_rate, 32000);
     assert!(samples.iter().any(|s| *s != 0));

@@ -319,15 +319,7 @@ async fn a_task_with_three_samples_succeeds_with_three_downloadable_wavs_in_orde
             url.contains(&format!("clip-{i}.wav")),
             "outputs in sample order: {url}"
         );
-        let bytes = app
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = app.download(url).await;
         let (header, samples) = decode_wav(&bytes).unwrap();
         assert_eq!(header.sample_rate, 32000);
         assert_eq!(header.channels, 1);

@@ -62,8 +62,9 @@ impl FinalWatch {
         }
     }
 
-    /// How many tasks have waiters (for tests: entries must not leak).
-    pub fn watched(&self) -> usize {
+    /// How many tasks have waiters: entries must not leak.
+    #[cfg(test)]
+    fn watched(&self) -> usize {
         self.lock().len()
     }
 

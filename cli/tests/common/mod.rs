@@ -161,6 +161,18 @@ impl App {
         into_parts(req.send().await.expect("request")).await
     }
 
+    /// The bytes behind a presigned download URL (no bearer token: the
+    /// signature is the credential).
+    pub async fn download(&self, url: &str) -> Vec<u8> {
+        let response = self.client.get(url).send().await.expect("download");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("download body").to_vec()
+    }
+
     pub async fn submit(&self, body: &Value) -> String {
         let (status, _, doc) = self.post("/v1/call", Some(TOKEN), body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{doc}");

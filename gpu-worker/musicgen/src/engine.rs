@@ -25,13 +25,22 @@ use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::MusicgenConfig;
 use crate::generation::{Continue, GenerateError, GenerateOptions, MusicgenModel};
 use crate::sampling::Decoding;
-use crate::tokenizer::T5Tokenizer;
+use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
 
 struct Loaded {
     model: MusicgenModel,
     tokenizer: T5Tokenizer,
     /// Owns the variables the model's tensors alias.
     _vs: nn::VarStore,
+}
+
+impl Loaded {
+    /// A prompt the tokenizer refuses is the request's fault, not the engine's.
+    fn encode(&self, prompts: &[&str]) -> Result<EncodedPrompts, GenerationError> {
+        self.tokenizer
+            .encode_batch(prompts)
+            .map_err(|e| GenerationError::Rejected(e.to_string()))
+    }
 }
 
 /// MusicGen on libtorch. `Send + Sync`; one generation runs at a time.
@@ -117,6 +126,12 @@ impl MusicGenEngine {
         &self.cfg
     }
 
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Loaded>, GenerationError> {
+        self.loaded
+            .lock()
+            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))
+    }
+
     /// Frames (decoding steps of output) for `duration` seconds.
     pub fn frames_for(&self, duration: f64) -> i64 {
         (duration * self.info.frame_rate).ceil() as i64
@@ -158,34 +173,28 @@ impl MusicGenEngine {
                 None => groups.push((request.params.clone(), vec![i])),
             }
         }
-        let steps_of = |members: &[usize]| {
-            let frames = members
+        // A group is generated to its longest clip.
+        let frames_of = |members: &[usize]| {
+            members
                 .iter()
                 .map(|&i| self.frames_for(batch[i].duration))
                 .max()
-                .unwrap_or(1);
+                .unwrap_or(1)
+        };
+        let steps_of = |members: &[usize]| {
+            let frames = frames_of(members);
             (frames.max(self.cfg.decoder.num_codebooks) + self.cfg.decoder.num_codebooks - 1)
                 as usize
         };
         let total: usize = groups.iter().map(|(_, m)| steps_of(m)).sum();
 
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let loaded = self.lock()?;
         let mut results: Vec<Option<GeneratedClip>> = (0..batch.len()).map(|_| None).collect();
         let mut done_before = 0usize;
         for (params, members) in &groups {
             let prompts: Vec<&str> = members.iter().map(|&i| batch[i].prompt.as_str()).collect();
-            let encoded = loaded
-                .tokenizer
-                .encode_batch(&prompts)
-                .map_err(|e| GenerationError::Rejected(e.to_string()))?;
-            let frames = members
-                .iter()
-                .map(|&i| self.frames_for(batch[i].duration))
-                .max()
-                .unwrap_or(1);
+            let encoded = loaded.encode(&prompts)?;
+            let frames = frames_of(members);
             let options = GenerateOptions {
                 decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
                 guidance_scale: params.cfg_coef,
@@ -239,14 +248,8 @@ impl MusicGenEngine {
 
     /// Teacher-forced logits for the parity tests: `codes` [batch, codebooks, len].
     pub fn logits(&self, prompts: &[&str], codes: &Tensor) -> Result<Tensor, GenerationError> {
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded
-            .tokenizer
-            .encode_batch(prompts)
-            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        let loaded = self.lock()?;
+        let encoded = loaded.encode(prompts)?;
         loaded.model.logits(&encoded, codes).map_err(engine_error)
     }
 
@@ -258,14 +261,8 @@ impl MusicGenEngine {
         options: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize) -> Continue,
     ) -> Result<Tensor, GenerationError> {
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded
-            .tokenizer
-            .encode_batch(prompts)
-            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        let loaded = self.lock()?;
+        let encoded = loaded.encode(prompts)?;
         loaded
             .model
             .generate(&encoded, frames, options, on_step)
@@ -274,23 +271,14 @@ impl MusicGenEngine {
 
     /// Token ids and mask the tokenizer produces for `prompts`.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<(Tensor, Tensor), GenerationError> {
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
-        let encoded = loaded
-            .tokenizer
-            .encode_batch(prompts)
-            .map_err(|e| GenerationError::Rejected(e.to_string()))?;
+        let loaded = self.lock()?;
+        let encoded = loaded.encode(prompts)?;
         Ok((encoded.input_ids, encoded.attention_mask))
     }
 
     /// EnCodec audio [batch, channels, samples] for `codes`.
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, GenerationError> {
-        let loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| GenerationError::Engine("model lock poisoned".to_owned()))?;
+        let loaded = self.lock()?;
         loaded.model.decode_audio(codes).map_err(engine_error)
     }
 }

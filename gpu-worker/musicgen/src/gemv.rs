@@ -161,122 +161,81 @@ fn block_portable<const R: usize>(w: &[f32], x: &[f32], outs: &mut [&mut [f32]],
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// One weight row at a time, read front to back as one sequential
-    /// stream (several rows in parallel measured slower); U chunks of LANES
-    /// per pass with their own accumulators, so R x U multiply-adds are
-    /// independent of the previous pass.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn block_avx512<const R: usize, const U: usize>(
-        w: &[f32],
-        x: &[f32],
-        outs: &mut [&mut [f32]],
-        in_dim: usize,
-    ) {
-        const LANES: usize = 16;
-        let body = in_dim - in_dim % LANES;
-        let unrolled = body - body % (U * LANES);
-        for (o, row) in w.chunks_exact(in_dim).enumerate() {
-            let mut acc = [[_mm512_setzero_ps(); R]; U];
-            let mut i = 0;
-            while i < unrolled {
-                for (u, acc_u) in acc.iter_mut().enumerate() {
-                    // SAFETY: i + (u + 1) * LANES <= unrolled <= in_dim, the
-                    // length of `row` and of every input row read.
-                    unsafe {
-                        let wv = _mm512_loadu_ps(row.as_ptr().add(i + u * LANES));
-                        for (r, a) in acc_u.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(
-                                wv,
-                                _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)),
-                                *a,
-                            );
+    /// One kernel body for both vector widths: `$lanes` f32 per vector, and
+    /// the intrinsics that make a zero vector, load, multiply-add, add and
+    /// sum one.
+    macro_rules! block_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+         $zero:ident, $load:ident, $fmadd:ident, $add:ident, $hsum:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) fn $name<const R: usize, const U: usize>(
+                w: &[f32],
+                x: &[f32],
+                outs: &mut [&mut [f32]],
+                in_dim: usize,
+            ) {
+                const LANES: usize = $lanes;
+                let body = in_dim - in_dim % LANES;
+                let unrolled = body - body % (U * LANES);
+                for (o, row) in w.chunks_exact(in_dim).enumerate() {
+                    let mut acc = [[$zero(); R]; U];
+                    let mut i = 0;
+                    while i < unrolled {
+                        for (u, acc_u) in acc.iter_mut().enumerate() {
+                            // SAFETY: i + (u + 1) * LANES <= unrolled <= in_dim,
+                            // the length of `row` and of every input row read.
+                            unsafe {
+                                let wv = $load(row.as_ptr().add(i + u * LANES));
+                                for (r, a) in acc_u.iter_mut().enumerate() {
+                                    *a = $fmadd(
+                                        wv,
+                                        $load(x.as_ptr().add(r * in_dim + i + u * LANES)),
+                                        *a,
+                                    );
+                                }
+                            }
                         }
+                        i += U * LANES;
+                    }
+                    while i < body {
+                        // SAFETY: i + LANES <= body <= in_dim, as above.
+                        unsafe {
+                            let wv = $load(row.as_ptr().add(i));
+                            for (r, a) in acc[0].iter_mut().enumerate() {
+                                *a = $fmadd(wv, $load(x.as_ptr().add(r * in_dim + i)), *a);
+                            }
+                        }
+                        i += LANES;
+                    }
+                    for (r, out) in outs.iter_mut().enumerate() {
+                        let xr = &x[r * in_dim..(r + 1) * in_dim];
+                        let tail: f32 = (body..in_dim).map(|j| row[j] * xr[j]).sum();
+                        let mut sum = acc[0][r];
+                        for acc_u in &acc[1..] {
+                            sum = $add(sum, acc_u[r]);
+                        }
+                        out[o] = $hsum(sum) + tail;
                     }
                 }
-                i += U * LANES;
             }
-            while i < body {
-                // SAFETY: i + LANES <= body <= in_dim, as above.
-                unsafe {
-                    let wv = _mm512_loadu_ps(row.as_ptr().add(i));
-                    for (r, a) in acc[0].iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(
-                            wv,
-                            _mm512_loadu_ps(x.as_ptr().add(r * in_dim + i)),
-                            *a,
-                        );
-                    }
-                }
-                i += LANES;
-            }
-            for (r, out) in outs.iter_mut().enumerate() {
-                let xr = &x[r * in_dim..(r + 1) * in_dim];
-                let tail: f32 = (body..in_dim).map(|j| row[j] * xr[j]).sum();
-                let mut sum = acc[0][r];
-                for acc_u in &acc[1..] {
-                    sum = _mm512_add_ps(sum, acc_u[r]);
-                }
-                out[o] = _mm512_reduce_add_ps(sum) + tail;
-            }
-        }
+        };
     }
 
-    /// As [`block_avx512`] with 8 lanes.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn block_avx2<const R: usize, const U: usize>(
-        w: &[f32],
-        x: &[f32],
-        outs: &mut [&mut [f32]],
-        in_dim: usize,
-    ) {
-        const LANES: usize = 8;
-        let body = in_dim - in_dim % LANES;
-        let unrolled = body - body % (U * LANES);
-        for (o, row) in w.chunks_exact(in_dim).enumerate() {
-            let mut acc = [[_mm256_setzero_ps(); R]; U];
-            let mut i = 0;
-            while i < unrolled {
-                for (u, acc_u) in acc.iter_mut().enumerate() {
-                    // SAFETY: i + (u + 1) * LANES <= unrolled <= in_dim, the
-                    // length of `row` and of every input row read.
-                    unsafe {
-                        let wv = _mm256_loadu_ps(row.as_ptr().add(i + u * LANES));
-                        for (r, a) in acc_u.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(
-                                wv,
-                                _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i + u * LANES)),
-                                *a,
-                            );
-                        }
-                    }
-                }
-                i += U * LANES;
-            }
-            while i < body {
-                // SAFETY: i + LANES <= body <= in_dim, as above.
-                unsafe {
-                    let wv = _mm256_loadu_ps(row.as_ptr().add(i));
-                    for (r, a) in acc[0].iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(
-                            wv,
-                            _mm256_loadu_ps(x.as_ptr().add(r * in_dim + i)),
-                            *a,
-                        );
-                    }
-                }
-                i += LANES;
-            }
-            for (r, out) in outs.iter_mut().enumerate() {
-                let xr = &x[r * in_dim..(r + 1) * in_dim];
-                let tail: f32 = (body..in_dim).map(|j| row[j] * xr[j]).sum();
-                let mut sum = acc[0][r];
-                for acc_u in &acc[1..] {
-                    sum = _mm256_add_ps(sum, acc_u[r]);
-                }
-                out[o] = hsum256(sum) + tail;
-            }
-        }
-    }
+    block_kernel!(
+        /// One weight row at a time, read front to back as one sequential
+        /// stream (several rows in parallel measured slower); U chunks of
+        /// LANES per pass with their own accumulators, so R x U multiply-adds
+        /// are independent of the previous pass.
+        block_avx512, "avx512f", 16,
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_reduce_add_ps
+    );
+
+    block_kernel!(
+        /// As [`block_avx512`] with 8 lanes.
+        block_avx2, "avx2,fma", 8,
+        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, hsum256
+    );
 
     #[target_feature(enable = "avx2")]
     fn hsum256(v: __m256) -> f32 {
@@ -333,6 +292,46 @@ mod tests {
         block_portable::<3>(&w, &x, &mut outs, in_dim);
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
+
+    /// `run` picks the widest kernel the CPU has, so the narrower one is
+    /// checked here directly on machines that have both.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_vector_width_the_cpu_has_agrees_with_the_portable_kernel() {
+        // 75 inputs: unrolled passes, single-vector passes and a tail.
+        let (in_dim, out_dim) = (75usize, 5usize);
+        let w: Vec<f32> = (0..out_dim * in_dim)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..2 * in_dim)
+            .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let mut expected = vec![0f32; 2 * out_dim];
+        let mut outs: Vec<&mut [f32]> = expected.chunks_mut(out_dim).collect();
+        block_portable::<2>(&w, &x, &mut outs, in_dim);
+
+        for width in ["avx512f", "avx2"] {
+            let mut got = vec![0f32; 2 * out_dim];
+            let mut outs: Vec<&mut [f32]> = got.chunks_mut(out_dim).collect();
+            match width {
+                "avx512f" if std::arch::is_x86_feature_detected!("avx512f") => {
+                    // SAFETY: the CPU has the kernel's features.
+                    unsafe { x86::block_avx512::<2, 2>(&w, &x, &mut outs, in_dim) }
+                }
+                "avx2"
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma") =>
+                {
+                    // SAFETY: the CPU has the kernel's features.
+                    unsafe { x86::block_avx2::<2, 2>(&w, &x, &mut outs, in_dim) }
+                }
+                _ => continue,
+            }
+            for (p, q) in expected.iter().zip(&got) {
+                assert!((p - q).abs() < 1e-4, "{width}: {p} vs {q}");
+            }
         }
     }
 
