@@ -137,7 +137,7 @@ run_ours() {
   [[ -n "$url" ]] || { log "serve did not start in 60 s"; exit 1; }
   log "sound-creator $label on $url ($MODE)"
   timeout "$RUN_LIMIT_S" "$PY" "$BENCH/pipeline/load.py" ours --url "$url" --token bench-token \
-    --mode "$MODE" -n "$N" -c "$C" --poll-ms "$POLL_MS" --config "$label" >>"$RESULTS"
+    --mode "$MODE" -n "$N" -c "$C" --poll-ms "$POLL_MS" --config "$label" --pids "$pid" >>"$RESULTS"
   stop "$pid"
 }
 
@@ -170,7 +170,7 @@ run_celery() {
   log "celery $label on redis :$port"
   # load.py's warm-up tasks wait for the worker to be up.
   (cd "$BENCH/pipeline" && timeout "$RUN_LIMIT_S" "$PY" load.py celery -n "$N" -c "$C" --poll-ms "$POLL_MS" \
-    --work-ms "$work_ms" --config "$label") >>"$RESULTS"
+    --work-ms "$work_ms" --config "$label" --pids "$wpid,$rpid") >>"$RESULTS"
   stop "$wpid"
   stop "$rpid"
 }
@@ -211,12 +211,15 @@ def durability(r):
     return "at-most-once (ack before run: a worker crash loses the task); Redis RDB: a Redis crash loses minutes"
 print(f"N={n} tasks, {c} concurrent clients, completion polled every {poll} ms "
       f"(sound-creator: {'POST /v1/call + GET /v1/result' if mode == 'poll' else 'POST /v1/generate'})\n")
-print("| system | config | tasks/s | added p50 ms | added p99 ms | durability |")
-print("|---|---|---|---|---|---|")
+def cpu(r, key):
+    return f"{r[key]:.2f}" if key in r else "-"
+print("| system | config | tasks/s | added p50 ms | added p99 ms | system CPU ms/task | client CPU ms/task | durability |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     bad = f" ({r['errors']} errors)" if r.get("errors") else ""
     print(f"| {r['system']} | {r['config']}{bad} | {r['tasks_per_s']:.0f} | {r['added_p50_ms']:.1f} | "
-          f"{r['added_p99_ms']:.1f} | {durability(r)} |")
+          f"{r['added_p99_ms']:.1f} | {cpu(r, 'system_cpu_ms_per_task')} | {cpu(r, 'client_cpu_ms_per_task')} | "
+          f"{durability(r)} |")
 print()
 print("client-observed submit->seen-done p50/p99 ms (includes the polling interval); own time p50 ms:")
 for r in rows:

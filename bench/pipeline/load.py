@@ -18,6 +18,12 @@ Both clients learn of completion by polling every `--poll-ms`: `GET
 server-side, with `--mode generate`), `GET celery-task-meta-<id>` on the
 result Redis for Celery (what `AsyncResult.state` does).
 
+With `--pids`, it also reports the CPU time the system under test spent per
+measured task (user + system time of those processes and all their
+descendants, read from /proc at the start and the end of the measured part),
+and its own CPU time per task: on a shared 2-core machine that says what
+each side costs, whoever hits the limit first.
+
 Prints one JSON line with the numbers.
 """
 
@@ -51,6 +57,46 @@ def percentile(values, p):
     values = sorted(values)
     rank = max(0, min(len(values) - 1, int(round(p / 100.0 * len(values) + 0.5)) - 1))
     return values[rank]
+
+
+def process_tree_cpu_s(roots):
+    """User + system CPU seconds of `roots` and all their live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue  # exited between listdir and open
+        # the command name may hold spaces: the fields follow the last ')'
+        fields = raw[raw.rindex(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    wanted, frontier = set(), set(roots)
+    while frontier:
+        wanted |= frontier
+        frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier and pid not in wanted}
+    return sum(stats[pid][1] for pid in wanted if pid in stats)
+
+
+class CpuMeter:
+    """CPU time of the system under test (`--pids` trees) and of this client."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.system0 = process_tree_cpu_s(pids) if pids else None
+        self.client0 = time.process_time()
+
+    def per_task_ms(self, done):
+        if done <= 0:
+            return {}
+        out = {"client_cpu_ms_per_task": round((time.process_time() - self.client0) * 1000.0 / done, 3)}
+        if self.pids:
+            out["system_cpu_ms_per_task"] = round(
+                (process_tree_cpu_s(self.pids) - self.system0) * 1000.0 / done, 3)
+        return out
 
 
 def summarize(args, system, config, wall, samples, errors):
@@ -139,10 +185,13 @@ async def run_ours(args):
                 except Exception as e:  # noqa: BLE001 - counted and reported
                     errors.append(repr(e))
 
+        meter = CpuMeter(args.pids)
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(args.concurrency)))
         wall = time.perf_counter() - start
+        cpu = meter.per_task_ms(len(samples))
     out = summarize(args, "sound-creator", args.config, wall, samples, len(errors))
+    out.update(cpu)
     out["mode"] = args.mode
     out["server_added_p50_ms"] = round(percentile([s["server_added_ms"] for s in samples], 50), 2)
     out["server_added_p99_ms"] = round(percentile([s["server_added_ms"] for s in samples], 99), 2)
@@ -206,13 +255,16 @@ def run_celery(args):
                     errors.append(repr(e))
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(args.concurrency)]
+    meter = CpuMeter(args.pids)
     start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    cpu = meter.per_task_ms(len(samples))
     out = summarize(args, "Celery 5 + Redis", args.config, wall, samples, len(errors))
+    out.update(cpu)
     if errors:
         out["first_error"] = errors[0][:300]
     return out
@@ -231,6 +283,8 @@ def main():
     p.add_argument("--duration", type=float, default=0.04, help="clip seconds (sound-creator)")
     p.add_argument("--work-ms", type=float, default=0.0, help="Celery task sleep, to mimic a generation")
     p.add_argument("--config", default="", help="label for the table")
+    p.add_argument("--pids", type=lambda raw: [int(x) for x in raw.split(",") if x], default=[],
+                   help="comma-separated pids of the system under test (their process trees are metered)")
     args = p.parse_args()
     out = asyncio.run(run_ours(args)) if args.system == "ours" else run_celery(args)
     print(json.dumps(out), flush=True)

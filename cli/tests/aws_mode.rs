@@ -196,11 +196,23 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
     let mut first = deployment.worker("worker-1");
 
     // A worker killed mid-job: its message reappears after the visibility
-    // timeout and another worker finishes the task.
+    // timeout and another worker finishes the task. The kill follows the
+    // worker's own "generating" line, not the API's "running" status: the
+    // task stays running after the generation until the completion step
+    // runs, so a status poll slowed by a loaded machine could see "running"
+    // only once the job was already done and deleted.
     let killed = app
-        .submit(&task_body("aws-dup", "killed mid job", 10.0))
+        .submit(&task_body("aws-dup", "killed mid job", 30.0))
         .await;
-    app.wait_status(&killed, "running", LONG).await;
+    let deadline = Instant::now() + LONG;
+    while generations(&[first.log_text()], &killed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker-1 never started {killed}: {}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     first.kill();
     let second = deployment.worker("worker-2");
     let doc = app.wait_final(&killed, LONG).await;

@@ -25,14 +25,41 @@ const MAX_ATTEMPTS: usize = 32;
 pub async fn update<T>(
     store: &dyn TaskStore,
     id: &TaskId,
+    change: impl FnMut(&mut Task) -> Change<T>,
+) -> PortResult<Option<(Task, T)>> {
+    update_seeded(store, id, None, change).await
+}
+
+/// [`update`] whose first attempt starts from `known`, a copy the caller
+/// has just read or written and that is probably still current, instead of
+/// reading it again. If it is stale the swap loses and the loop reads the
+/// record as usual, so a wrong guess costs one statement, never a lost write.
+/// A `Keep` decided on the copy is checked against a fresh read too.
+pub async fn update_from<T>(
+    store: &dyn TaskStore,
+    known: &Task,
+    change: impl FnMut(&mut Task) -> Change<T>,
+) -> PortResult<Option<(Task, T)>> {
+    update_seeded(store, &known.id, Some(known.clone()), change).await
+}
+
+async fn update_seeded<T>(
+    store: &dyn TaskStore,
+    id: &TaskId,
+    mut seed: Option<Task>,
     mut change: impl FnMut(&mut Task) -> Change<T>,
 ) -> PortResult<Option<(Task, T)>> {
     for _ in 0..MAX_ATTEMPTS {
-        let Some(current) = store.get(id).await? else {
-            return Ok(None);
+        let (current, seeded) = match seed.take() {
+            Some(known) => (known, true),
+            None => match store.get(id).await? {
+                Some(current) => (current, false),
+                None => return Ok(None),
+            },
         };
         let mut next = current.clone();
         match change(&mut next) {
+            Change::Keep(_) if seeded => continue,
             Change::Keep(value) => return Ok(Some((current, value))),
             Change::Write(value) => {
                 next.version = current.version + 1;
@@ -289,8 +316,10 @@ pub async fn set_callback_state(
     Ok(updated.is_some_and(|(_, changed)| changed))
 }
 
-pub async fn mark_jobs_enqueued(store: &dyn TaskStore, id: &TaskId) -> PortResult<()> {
-    update(store, id, |task| {
+/// Notes that `task`'s jobs are all on the queue. `task` is the record as
+/// the caller last saw it (usually just inserted), which saves a read.
+pub async fn mark_jobs_enqueued(store: &dyn TaskStore, task: &Task) -> PortResult<()> {
+    update_from(store, task, |task| {
         if task.jobs_enqueued {
             Change::Keep(())
         } else {

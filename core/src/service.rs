@@ -164,7 +164,7 @@ impl TaskService {
                 .send(QueueName::Jobs(job.family), &encode(&job), Duration::ZERO)
                 .await?;
         }
-        records::mark_jobs_enqueued(self.ports.tasks.as_ref(), &task.id).await?;
+        records::mark_jobs_enqueued(self.ports.tasks.as_ref(), task).await?;
         Ok(())
     }
 

@@ -7,13 +7,14 @@
 //! record.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sound_creator_core::ports::{Backend, BackendError, PortResult, ResultCache};
 use sound_creator_core::task::{StageOutcome, Task, TaskId};
-use sqlx::SqlitePool;
 
+use crate::db::Database;
 use crate::{millis, now_millis};
 
 fn unavailable(err: impl std::fmt::Display) -> BackendError {
@@ -29,15 +30,15 @@ fn final_key(id: &TaskId) -> String {
 }
 
 pub struct SqliteResultCache {
-    pool: SqlitePool,
+    db: Arc<Database>,
     purge_interval: i64,
     last_purge: AtomicI64,
 }
 
 impl SqliteResultCache {
-    pub(crate) fn new(pool: SqlitePool, purge_interval: Duration) -> Self {
+    pub(crate) fn new(db: Arc<Database>, purge_interval: Duration) -> Self {
         Self {
-            pool,
+            db,
             purge_interval: millis(purge_interval),
             last_purge: AtomicI64::new(0),
         }
@@ -47,9 +48,10 @@ impl SqliteResultCache {
     pub async fn purge_expired(&self) -> PortResult<u64> {
         let now = now_millis();
         self.last_purge.store(now, Ordering::Relaxed);
+        let mut db = self.db.write().await.map_err(unavailable)?;
         let purged = sqlx::query("DELETE FROM result_cache WHERE expires_at <= ?")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *db)
             .await
             .map_err(unavailable)?
             .rows_affected();
@@ -58,6 +60,7 @@ impl SqliteResultCache {
 
     async fn put(&self, key: String, value: String, ttl: Duration) -> PortResult<()> {
         let now = now_millis();
+        let mut db = self.db.write().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO result_cache (key, value, expires_at) VALUES (?, ?, ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
@@ -65,9 +68,10 @@ impl SqliteResultCache {
         .bind(key)
         .bind(value)
         .bind(now.saturating_add(millis(ttl)))
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await
         .map_err(unavailable)?;
+        drop(db);
         let last = self.last_purge.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= self.purge_interval
             && self
@@ -84,10 +88,11 @@ impl SqliteResultCache {
     }
 
     async fn get(&self, key: &str) -> PortResult<Option<String>> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         sqlx::query_scalar("SELECT value FROM result_cache WHERE key = ? AND expires_at > ?")
             .bind(key)
             .bind(now_millis())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *db)
             .await
             .map_err(unavailable)
     }
@@ -140,8 +145,9 @@ impl ResultCache for SqliteResultCache {
     }
 
     async fn ping(&self) -> PortResult<()> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         sqlx::query("SELECT 1 FROM result_cache LIMIT 1")
-            .execute(&self.pool)
+            .execute(&mut *db)
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -21,6 +21,7 @@
 
 mod blobs;
 mod cache;
+mod db;
 mod queue;
 mod stats;
 mod tasks;
@@ -32,8 +33,9 @@ use std::time::Duration;
 use anyhow::Context;
 use sound_creator_core::ports::{CallbackSender, PortResult};
 use sound_creator_core::service::Ports;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+use crate::db::Database;
 
 pub use blobs::{content_type_for, validate_blob_key, LocalBlobs};
 pub use cache::SqliteResultCache;
@@ -65,6 +67,8 @@ pub struct EmbeddedOptions {
     /// Where the API serving `/v1/files/...` is reached. Usually known only
     /// after binding: see [`EmbeddedStore::set_public_base_url`].
     pub public_base_url: String,
+    /// Database connections in all: one writer, the rest readers (at least
+    /// one).
     pub max_connections: u32,
     /// How long a statement waits for another writer's lock.
     pub busy_timeout: Duration,
@@ -105,11 +109,12 @@ impl std::fmt::Debug for EmbeddedOptions {
     }
 }
 
-/// One data directory opened: a connection pool and one handle per port.
-/// Handles are cheap `Arc`s that share the pool; clone them freely.
+/// One data directory opened: its database connections and one handle per
+/// port. Handles are cheap `Arc`s that share the connections; clone them
+/// freely.
 pub struct EmbeddedStore {
     data_dir: PathBuf,
-    pool: SqlitePool,
+    db: Arc<Database>,
     tasks: Arc<SqliteTasks>,
     queue: Arc<SqliteQueue>,
     cache: Arc<SqliteResultCache>,
@@ -133,15 +138,11 @@ impl EmbeddedStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .connect_with(connect)
-            .await
-            .with_context(|| format!("Failed to open the database in {}", data_dir.display()))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .context("Failed to run the embedded database migrations")?;
+        let readers = usize::try_from(options.max_connections.saturating_sub(1)).unwrap_or(1);
+        let db =
+            Arc::new(Database::open(&connect, readers).await.with_context(|| {
+                format!("Failed to open the database in {}", data_dir.display())
+            })?);
 
         let secret = match options.download_secret.clone() {
             Some(secret) if !secret.is_empty() => secret,
@@ -152,20 +153,20 @@ impl EmbeddedStore {
 
         Ok(Self {
             data_dir: data_dir.to_owned(),
-            tasks: Arc::new(SqliteTasks::new(pool.clone())),
+            tasks: Arc::new(SqliteTasks::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(
-                pool.clone(),
+                db.clone(),
                 options.visibility_timeout,
                 options.max_receives,
                 options.poll_interval,
             )),
             cache: Arc::new(SqliteResultCache::new(
-                pool.clone(),
+                db.clone(),
                 options.cache_purge_interval,
             )),
-            stats: Arc::new(SqliteStats::new(pool.clone())),
+            stats: Arc::new(SqliteStats::new(db.clone())),
             blobs: Arc::new(blobs),
-            pool,
+            db,
         })
     }
 
@@ -223,10 +224,10 @@ impl EmbeddedStore {
         self.cache.purge_expired().await
     }
 
-    /// Closes the pool and checkpoints the WAL. Handles still held elsewhere
-    /// fail with `Unavailable` afterwards.
+    /// Closes the database and checkpoints the WAL. Handles still held
+    /// elsewhere fail with `Unavailable` afterwards.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 

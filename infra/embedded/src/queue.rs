@@ -8,6 +8,8 @@
 //! a `Notify` that local sends ring, and polls the table as well, since
 //! another process may share the database. Bodies are never logged.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,9 +17,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use sound_creator_core::ports::{
     Backend, BackendError, Delivery, JobQueue, PortResult, QueueDepth, QueueName,
 };
-use sqlx::SqlitePool;
+use sqlx::SqliteConnection;
 use tokio::sync::Notify;
 
+use crate::db::Database;
 use crate::{millis, now_millis};
 
 fn unavailable(err: impl std::fmt::Display) -> BackendError {
@@ -35,12 +38,15 @@ pub struct DeadLetter {
 }
 
 pub struct SqliteQueue {
-    pool: SqlitePool,
+    db: Arc<Database>,
     visibility_timeout: Duration,
     max_receives: u32,
     poll_interval: Duration,
     /// One per queue in `QueueName::ALL` order.
     arrivals: [Notify; QueueName::ALL.len()],
+    /// Per queue: when a receive should next sweep exhausted messages to the
+    /// dead-letter table (unix ms).
+    sweep_due: [AtomicI64; QueueName::ALL.len()],
 }
 
 fn slot(queue: QueueName) -> usize {
@@ -59,17 +65,18 @@ fn count(value: i64) -> u32 {
 
 impl SqliteQueue {
     pub(crate) fn new(
-        pool: SqlitePool,
+        db: Arc<Database>,
         visibility_timeout: Duration,
         max_receives: u32,
         poll_interval: Duration,
     ) -> Self {
         Self {
-            pool,
+            db,
             visibility_timeout,
             max_receives: max_receives.max(1),
             poll_interval: poll_interval.max(Duration::from_millis(10)),
             arrivals: std::array::from_fn(|_| Notify::new()),
+            sweep_due: std::array::from_fn(|_| AtomicI64::new(0)),
         }
     }
 
@@ -79,12 +86,13 @@ impl SqliteQueue {
 
     /// The messages this queue gave up on, oldest first.
     pub async fn dead_letters(&self, queue: QueueName) -> PortResult<Vec<DeadLetter>> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
             "SELECT message_id, body, receive_count, sent_at, dead_at FROM queue_dead_letters \
              WHERE queue = ? ORDER BY seq",
         )
         .bind(queue.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *db)
         .await
         .map_err(unavailable)?;
         Ok(rows
@@ -101,41 +109,73 @@ impl SqliteQueue {
             .collect())
     }
 
+    /// Moves the exhausted messages that are due to the dead-letter table;
+    /// returns their ids and receive counts.
+    ///
+    /// Copy first, delete second, each in its own statement (no explicit
+    /// transaction: BEGIN and COMMIT would be two more round trips to the
+    /// connection's thread). A crash between the two leaves a message in
+    /// both tables; the upsert returns it again on the next sweep and the
+    /// delete, which only removes what the dead-letter table holds,
+    /// finishes the move. Nothing is lost.
+    async fn sweep_exhausted(
+        &self,
+        db: &mut SqliteConnection,
+        queue: QueueName,
+        now: i64,
+    ) -> PortResult<Vec<(String, i64)>> {
+        let max_receives = i64::from(self.max_receives);
+        let exhausted: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO queue_dead_letters (queue, message_id, body, sent_at, receive_count, dead_at) \
+             SELECT queue, message_id, body, sent_at, receive_count, ?1 FROM queue_messages \
+             WHERE queue = ?2 AND visible_at <= ?1 AND receive_count >= ?3 \
+             ON CONFLICT (message_id) DO UPDATE SET receive_count = excluded.receive_count \
+             RETURNING message_id, receive_count",
+        )
+        .bind(now)
+        .bind(queue.as_str())
+        .bind(max_receives)
+        .fetch_all(&mut *db)
+        .await
+        .map_err(unavailable)?;
+        if !exhausted.is_empty() {
+            sqlx::query(
+                "DELETE FROM queue_messages WHERE queue = ? AND receive_count >= ? \
+                 AND message_id IN (SELECT message_id FROM queue_dead_letters WHERE queue = ?)",
+            )
+            .bind(queue.as_str())
+            .bind(max_receives)
+            .bind(queue.as_str())
+            .execute(&mut *db)
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(exhausted)
+    }
+
     /// One non-waiting receive: dead-letters the exhausted messages that are
-    /// due, then takes up to `max` visible ones, in one write transaction.
+    /// due, then takes up to `max` visible ones.
     async fn receive_now(&self, queue: QueueName, max: usize) -> PortResult<Vec<Delivery>> {
         let now = now_millis();
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let max_receives = i64::from(self.max_receives);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let visible_again = now.saturating_add(millis(self.visibility_timeout));
+        let mut db = self.db.write().await.map_err(unavailable)?;
 
-        // The first statement writes, so the transaction holds the write
-        // lock from its start and never has to upgrade a read snapshot.
-        let exhausted: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "DELETE FROM queue_messages WHERE queue = ? AND visible_at <= ? AND receive_count >= ? \
-             RETURNING message_id, body, sent_at, receive_count",
-        )
-        .bind(queue.as_str())
-        .bind(now)
-        .bind(max_receives)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        for (message_id, body, sent_at, receive_count) in &exhausted {
-            sqlx::query(
-                "INSERT INTO queue_dead_letters (queue, message_id, body, sent_at, receive_count, dead_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(queue.as_str())
-            .bind(message_id)
-            .bind(body)
-            .bind(sent_at)
-            .bind(receive_count)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
+        // The sweep is a statement of its own, and on a busy queue it almost
+        // always finds nothing: it runs once per poll interval (so messages
+        // that other processes exhausted are swept too), and as soon as a
+        // message this process handed out for the last time is visible again.
+        let sweep_due = &self.sweep_due[slot(queue)];
+        let exhausted = if now >= sweep_due.load(Ordering::Relaxed) {
+            sweep_due.store(
+                now.saturating_add(millis(self.poll_interval)),
+                Ordering::Relaxed,
+            );
+            self.sweep_exhausted(&mut db, queue, now).await?
+        } else {
+            Vec::new()
+        };
 
         let mut received: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
             "UPDATE queue_messages \
@@ -145,17 +185,20 @@ impl SqliteQueue {
                            ORDER BY seq LIMIT ?) \
              RETURNING seq, message_id, receipt, body, receive_count",
         )
-        .bind(now.saturating_add(millis(self.visibility_timeout)))
+        .bind(visible_again)
         .bind(queue.as_str())
         .bind(now)
         .bind(max_receives)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *db)
         .await
         .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        drop(db);
+        if received.iter().any(|row| row.4 >= max_receives) {
+            sweep_due.fetch_min(visible_again, Ordering::Relaxed);
+        }
 
-        for (message_id, _, _, receive_count) in &exhausted {
+        for (message_id, receive_count) in &exhausted {
             tracing::warn!(
                 queue = queue.as_str(),
                 message_id = %message_id,
@@ -180,6 +223,7 @@ impl SqliteQueue {
 impl JobQueue for SqliteQueue {
     async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> PortResult<()> {
         let now = now_millis();
+        let mut db = self.db.write().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at, receive_count) \
              VALUES (?, ?, ?, ?, ?, 0)",
@@ -189,9 +233,10 @@ impl JobQueue for SqliteQueue {
         .bind(body)
         .bind(now)
         .bind(now.saturating_add(millis(delay)))
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await
         .map_err(unavailable)?;
+        drop(db);
         if delay.is_zero() {
             self.arrivals[slot(queue)].notify_waiters();
         }
@@ -231,13 +276,15 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn delete(&self, queue: QueueName, receipt: &str) -> PortResult<()> {
+        let mut db = self.db.write().await.map_err(unavailable)?;
         let deleted = sqlx::query("DELETE FROM queue_messages WHERE queue = ? AND receipt = ?")
             .bind(queue.as_str())
             .bind(receipt)
-            .execute(&self.pool)
+            .execute(&mut *db)
             .await
             .map_err(unavailable)?
             .rows_affected();
+        drop(db);
         if deleted == 0 {
             // SQS semantics: the message was redelivered (new receipt) or is
             // already gone; the current holder decides its fate.
@@ -255,15 +302,17 @@ impl JobQueue for SqliteQueue {
         receipt: &str,
         timeout: Duration,
     ) -> PortResult<()> {
+        let mut db = self.db.write().await.map_err(unavailable)?;
         let changed =
             sqlx::query("UPDATE queue_messages SET visible_at = ? WHERE queue = ? AND receipt = ?")
                 .bind(now_millis().saturating_add(millis(timeout)))
                 .bind(queue.as_str())
                 .bind(receipt)
-                .execute(&self.pool)
+                .execute(&mut *db)
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
+        drop(db);
         if changed == 0 {
             tracing::debug!(
                 queue = queue.as_str(),
@@ -276,13 +325,14 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn depth(&self, queue: QueueName) -> PortResult<QueueDepth> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let (total, in_flight): (i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), SUM(CASE WHEN receive_count > 0 AND visible_at > ? THEN 1 ELSE 0 END) \
              FROM queue_messages WHERE queue = ?",
         )
         .bind(now_millis())
         .bind(queue.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *db)
         .await
         .map_err(unavailable)?;
         let in_flight = in_flight.unwrap_or(0);

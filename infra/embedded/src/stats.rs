@@ -7,6 +7,7 @@
 //! loads every row. Queries are always scoped to one tenant.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,7 +16,8 @@ use sound_creator_core::ports::{
     StatsSummary,
 };
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus};
-use sqlx::SqlitePool;
+
+use crate::db::Database;
 
 fn unavailable(err: impl std::fmt::Display) -> BackendError {
     BackendError::unavailable(Backend::Stats, err)
@@ -75,19 +77,20 @@ impl Scope {
 }
 
 pub struct SqliteStats {
-    pool: SqlitePool,
+    db: Arc<Database>,
 }
 
 impl SqliteStats {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        Self { db }
     }
 
     async fn counts_by(&self, column: &str, scope: &Scope) -> PortResult<BTreeMap<String, u64>> {
         let sql = format!("SELECT {column}, COUNT(*) FROM stats WHERE {SCOPE} GROUP BY {column}");
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let rows: Vec<(String, i64)> = scope
             .bind(sqlx::query_as(&sql))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *db)
             .await
             .map_err(unavailable)?;
         Ok(rows
@@ -111,10 +114,11 @@ impl SqliteStats {
             "SELECT total_ms FROM stats WHERE {SCOPE} AND total_ms IS NOT NULL \
              ORDER BY total_ms LIMIT 1 OFFSET ?5"
         );
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let value: Option<(i64,)> = scope
             .bind(sqlx::query_as(&sql))
             .bind(rank.max(1) - 1)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *db)
             .await
             .map_err(unavailable)?;
         Ok(value.map(|(ms,)| u64::try_from(ms).unwrap_or(0)))
@@ -147,6 +151,7 @@ fn recent_task(
 #[async_trait]
 impl StatsStore for SqliteStats {
     async fn record(&self, row: &StatsRow) -> PortResult<()> {
+        let mut db = self.db.write().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO stats (task_id, tenant, user_id, family, status, duration, samples, audio_seconds, \
                                 created_at, completed_at, queue_ms, inference_ms, total_ms) \
@@ -171,7 +176,7 @@ impl StatsStore for SqliteStats {
         .bind(optional_millis(row.queue_ms))
         .bind(optional_millis(row.inference_ms))
         .bind(optional_millis(row.total_ms))
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await
         .map_err(unavailable)?;
         Ok(())
@@ -183,11 +188,13 @@ impl StatsStore for SqliteStats {
         let totals_sql = format!(
             "SELECT COUNT(*), TOTAL(audio_seconds), COUNT(total_ms) FROM stats WHERE {SCOPE}"
         );
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let (requests, audio_seconds, timed): (i64, f64, i64) = scope
             .bind(sqlx::query_as(&totals_sql))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *db)
             .await
             .map_err(unavailable)?;
+        drop(db);
 
         let by_status = self.counts_by("status", &scope).await?;
         let by_type = self.counts_by("family", &scope).await?;
@@ -200,12 +207,14 @@ impl StatsStore for SqliteStats {
             "SELECT task_id, family, status, created_at, duration FROM stats WHERE {SCOPE} \
              ORDER BY created_at DESC, task_id DESC LIMIT ?5"
         );
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let recent_rows: Vec<RecentRow> = scope
             .bind(sqlx::query_as(&recent_sql))
             .bind(i64::try_from(query.recent_limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *db)
             .await
             .map_err(unavailable)?;
+        drop(db);
         let recent = recent_rows
             .into_iter()
             .map(recent_task)
@@ -222,8 +231,9 @@ impl StatsStore for SqliteStats {
     }
 
     async fn ping(&self) -> PortResult<()> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         sqlx::query("SELECT 1 FROM stats LIMIT 1")
-            .execute(&self.pool)
+            .execute(&mut *db)
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -9,12 +9,13 @@
 use async_trait::async_trait;
 use sound_creator_core::ports::{Backend, BackendError, Inserted, PortResult, TaskStore};
 use sound_creator_core::task::{Task, TaskId};
-use sqlx::SqlitePool;
+use std::sync::Arc;
 
+use crate::db::Database;
 use crate::now_millis;
 
 pub struct SqliteTasks {
-    pool: SqlitePool,
+    db: Arc<Database>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> BackendError {
@@ -36,17 +37,18 @@ fn decode(id: &str, document: &str) -> PortResult<Task> {
 }
 
 impl SqliteTasks {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        Self { db }
     }
 
     async fn find_by_key(&self, task: &Task, key: &str) -> PortResult<Option<Task>> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT id, document FROM tasks WHERE tenant = ? AND idempotency_key = ?",
         )
         .bind(task.tenant.as_str())
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *db)
         .await
         .map_err(unavailable)?;
         row.map(|(id, document)| decode(&id, &document)).transpose()
@@ -59,6 +61,7 @@ impl TaskStore for SqliteTasks {
         let document = serde_json::to_string(task).map_err(unavailable)?;
         // DO NOTHING on any uniqueness conflict: the (tenant, key) index
         // decides the idempotency race inside SQLite's write lock.
+        let mut db = self.db.write().await.map_err(unavailable)?;
         let inserted = sqlx::query(
             "INSERT INTO tasks (id, tenant, idempotency_key, status, version, document, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -70,10 +73,11 @@ impl TaskStore for SqliteTasks {
         .bind(version_column(task.version)?)
         .bind(&document)
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await
         .map_err(unavailable)?
         .rows_affected();
+        drop(db);
         if inserted == 1 {
             return Ok(Inserted::Created);
         }
@@ -93,10 +97,11 @@ impl TaskStore for SqliteTasks {
     }
 
     async fn get(&self, id: &TaskId) -> PortResult<Option<Task>> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         let document: Option<String> =
             sqlx::query_scalar("SELECT document FROM tasks WHERE id = ?")
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *db)
                 .await
                 .map_err(unavailable)?;
         document.map(|d| decode(id.as_str(), &d)).transpose()
@@ -104,6 +109,7 @@ impl TaskStore for SqliteTasks {
 
     async fn replace(&self, task: &Task, expected_version: u64) -> PortResult<bool> {
         let document = serde_json::to_string(task).map_err(unavailable)?;
+        let mut db = self.db.write().await.map_err(unavailable)?;
         let written = sqlx::query(
             "UPDATE tasks SET status = ?, version = ?, document = ?, updated_at = ? \
              WHERE id = ? AND version = ?",
@@ -114,7 +120,7 @@ impl TaskStore for SqliteTasks {
         .bind(now_millis())
         .bind(task.id.as_str())
         .bind(version_column(expected_version)?)
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await
         .map_err(unavailable)?
         .rows_affected();
@@ -122,8 +128,9 @@ impl TaskStore for SqliteTasks {
     }
 
     async fn ping(&self) -> PortResult<()> {
+        let mut db = self.db.read().await.map_err(unavailable)?;
         sqlx::query("SELECT 1 FROM tasks LIMIT 1")
-            .execute(&self.pool)
+            .execute(&mut *db)
             .await
             .map_err(unavailable)?;
         Ok(())

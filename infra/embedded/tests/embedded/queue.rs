@@ -4,7 +4,7 @@ use sound_creator_core::ports::{JobQueue, QueueDepth, QueueName};
 use sound_creator_core::task::ModelFamily;
 use sound_creator_embedded::EmbeddedOptions;
 
-use crate::support::{open, quick_options};
+use crate::support::{open, quick_options, raw_database};
 
 const MUSIC: QueueName = QueueName::Jobs(ModelFamily::Music);
 const AUDIO: QueueName = QueueName::Jobs(ModelFamily::Audio);
@@ -181,6 +181,39 @@ async fn a_message_received_max_receives_times_goes_to_the_dead_letter_table() {
     );
     assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(0, 0));
     assert!(queue.dead_letters(AUDIO).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_letter_move_cut_short_by_a_crash_is_finished_by_the_next_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        max_receives: 1,
+        visibility_timeout: Duration::from_millis(100),
+        ..quick_options()
+    };
+    let store = open(dir.path(), options).await;
+    let queue = store.queue();
+    queue.send(MUSIC, "poison", NOW).await.unwrap();
+    let got = queue.receive(MUSIC, 1, NOW).await.unwrap();
+    assert_eq!(got.len(), 1);
+    // What a crash between the copy and the delete leaves: the message in
+    // both tables.
+    let raw = raw_database(dir.path()).await;
+    sqlx::query(
+        "INSERT INTO queue_dead_letters (queue, message_id, body, sent_at, receive_count, dead_at) \
+         SELECT queue, message_id, body, sent_at, receive_count, 0 FROM queue_messages",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    assert!(queue.receive(MUSIC, 1, NOW).await.unwrap().is_empty());
+
+    let dead = queue.dead_letters(MUSIC).await.unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter for one message: {dead:?}");
+    assert_eq!(dead[0].message_id, got[0].message_id);
+    assert_eq!(queue.depth(MUSIC).await.unwrap(), depth(0, 0));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use sound_creator_core::ports::{Backend, BackendError, Inserted, TaskStore};
+use sound_creator_core::records::{self, Change};
 use sound_creator_core::task::{TaskId, TaskStatus};
 
 use crate::support::{open, quick_options, raw_database, task};
@@ -178,4 +179,53 @@ async fn a_closed_store_answers_unavailable() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn an_update_seeded_with_a_stale_copy_rereads_and_keeps_the_other_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), quick_options()).await;
+    let tasks: Arc<dyn TaskStore> = store.tasks();
+    let original = task("marketplace", None);
+    tasks.insert(&original).await.unwrap();
+    // Someone else moves the task on after our copy was taken.
+    let mut running = original.clone();
+    running.status = TaskStatus::Running;
+    running.version = 2;
+    assert!(tasks.replace(&running, 1).await.unwrap());
+
+    records::mark_jobs_enqueued(tasks.as_ref(), &original)
+        .await
+        .unwrap();
+
+    let stored = tasks.get(&original.id).await.unwrap().unwrap();
+    assert!(stored.jobs_enqueued);
+    assert_eq!(
+        (stored.status, stored.version),
+        (TaskStatus::Running, 3),
+        "the other write survives"
+    );
+}
+
+#[tokio::test]
+async fn a_keep_decided_on_a_seeded_copy_is_checked_against_the_stored_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), quick_options()).await;
+    let tasks: Arc<dyn TaskStore> = store.tasks();
+    let original = task("marketplace", None);
+    tasks.insert(&original).await.unwrap();
+    let mut canceled = original.clone();
+    canceled.status = TaskStatus::Canceled;
+    canceled.version = 2;
+    assert!(tasks.replace(&canceled, 1).await.unwrap());
+
+    // On the stale copy the task is queued (keep); on the record it is not.
+    let (seen, status) =
+        records::update_from(tasks.as_ref(), &original, |task| Change::Keep(task.status))
+            .await
+            .unwrap()
+            .unwrap();
+
+    assert_eq!(status, TaskStatus::Canceled);
+    assert_eq!(seen.version, 2);
 }
