@@ -102,14 +102,16 @@ impl Completion<'_> {
     /// Stats row, cached final result, and the first callback attempt.
     async fn final_effects(&self, task: &Task) -> Result<(), BackendError> {
         self.ports.stats.record(&StatsRow::of(task)).await?;
-        if let Err(e) = self
-            .ports
-            .cache
-            .put_final(task, self.settings.final_cache_ttl)
-            .await
-        {
-            // The cache is an accelerator: the task store has the result.
-            tracing::warn!(task_id = %task.id, error = %e, "could not cache the final result");
+        if self.ports.cache_final_results {
+            if let Err(e) = self
+                .ports
+                .cache
+                .put_final(task, self.settings.final_cache_ttl)
+                .await
+            {
+                // The cache is an accelerator: the task store has the result.
+                tracing::warn!(task_id = %task.id, error = %e, "could not cache the final result");
+            }
         }
         if task.callback == CallbackState::Pending {
             let event = CompletionEvent::CallbackDue {

@@ -36,6 +36,10 @@ pub struct Ports {
     pub callbacks: Arc<dyn CallbackSender>,
     /// In-process wake-ups for `/v1/generate` waiters.
     pub finals: Arc<FinalWatch>,
+    /// Whether final results go through `cache` as well as the task store:
+    /// worth it where the cache is the faster store (Redis in front of
+    /// DynamoDB). Stage results always go through the cache.
+    pub cache_final_results: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +173,9 @@ impl TaskService {
     }
 
     /// The task as its owner may see it. Another tenant's task is "not found".
-    /// With `cached`, a final result in the result cache saves the task-store
-    /// read; a cache miss or a cache outage falls back to the store.
+    /// With `cached` (and `Ports::cache_final_results`), a final result in the
+    /// result cache saves the task-store read; a cache miss or a cache outage
+    /// falls back to the store.
     async fn owned_task(
         &self,
         tenant: &Tenant,
@@ -179,7 +184,7 @@ impl TaskService {
     ) -> Result<Task, ServiceError> {
         let not_found = || ServiceError::NotFound(raw_id.chars().take(64).collect());
         let id = TaskId::parse(raw_id).ok_or_else(not_found)?;
-        let from_cache = if cached {
+        let from_cache = if cached && self.ports.cache_final_results {
             match self.ports.cache.get_final(&id).await {
                 Ok(hit) => hit.filter(|t| t.status.is_final()),
                 Err(e) => {

@@ -74,6 +74,8 @@ impl AwsBackends {
             blobs: self.blobs,
             callbacks,
             finals: Default::default(),
+            // Redis answers a result read for a fraction of a DynamoDB read.
+            cache_final_results: true,
         }
     }
 }

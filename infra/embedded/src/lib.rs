@@ -216,6 +216,10 @@ impl EmbeddedStore {
             blobs: self.blobs(),
             callbacks,
             finals: Default::default(),
+            // The cache is a table in the same SQLite file as the task
+            // records: reading it first would only double every poll of a
+            // running task, and a copy of a final task would never be read.
+            cache_final_results: false,
         }
     }
 
