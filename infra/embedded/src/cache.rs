@@ -4,7 +4,9 @@
 //! Reads ignore expired rows, so expiry is exact whatever the purge does;
 //! the purge only reclaims space and runs lazily on writes, at most once per
 //! purge interval. Losing this table loses nothing: the task store is the
-//! record.
+//! record. The embedded service keeps only stage results here
+//! (`Ports::cache_final_results` is off): a final task cached beside its
+//! record in the same file would cost a write and save no read.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
