@@ -139,13 +139,15 @@ impl SqliteQueue {
         .await
         .map_err(unavailable)?;
         if !exhausted.is_empty() {
+            // EXISTS looks each candidate up in the dead letters' unique
+            // index; an IN over the dead-letter table would read all of it.
             sqlx::query(
                 "DELETE FROM queue_messages WHERE queue = ? AND receive_count >= ? \
-                 AND message_id IN (SELECT message_id FROM queue_dead_letters WHERE queue = ?)",
+                 AND EXISTS (SELECT 1 FROM queue_dead_letters AS dead \
+                             WHERE dead.message_id = queue_messages.message_id)",
             )
             .bind(queue.as_str())
             .bind(max_receives)
-            .bind(queue.as_str())
             .execute(&mut *db)
             .await
             .map_err(unavailable)?;

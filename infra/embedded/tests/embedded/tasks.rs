@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use sound_creator_core::ports::{Backend, BackendError, Inserted, TaskStore};
 use sound_creator_core::records::{self, Change};
-use sound_creator_core::task::{TaskId, TaskStatus};
+use sound_creator_core::task::{Task, TaskId, TaskStatus};
 
 use crate::support::{open, quick_options, raw_database, task};
 
@@ -181,18 +181,24 @@ async fn a_closed_store_answers_unavailable() {
     );
 }
 
+/// Inserts a task and returns that first copy; then someone else moves the
+/// stored record on to `status` (version 2), so the copy is stale.
+async fn inserted_then_moved_on(tasks: &dyn TaskStore, status: TaskStatus) -> Task {
+    let original = task("marketplace", None);
+    tasks.insert(&original).await.unwrap();
+    let mut moved = original.clone();
+    moved.status = status;
+    moved.version = 2;
+    assert!(tasks.replace(&moved, 1).await.unwrap());
+    original
+}
+
 #[tokio::test]
 async fn an_update_seeded_with_a_stale_copy_rereads_and_keeps_the_other_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), quick_options()).await;
     let tasks: Arc<dyn TaskStore> = store.tasks();
-    let original = task("marketplace", None);
-    tasks.insert(&original).await.unwrap();
-    // Someone else moves the task on after our copy was taken.
-    let mut running = original.clone();
-    running.status = TaskStatus::Running;
-    running.version = 2;
-    assert!(tasks.replace(&running, 1).await.unwrap());
+    let original = inserted_then_moved_on(tasks.as_ref(), TaskStatus::Running).await;
 
     records::mark_jobs_enqueued(tasks.as_ref(), &original)
         .await
@@ -212,12 +218,7 @@ async fn a_keep_decided_on_a_seeded_copy_is_checked_against_the_stored_record() 
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), quick_options()).await;
     let tasks: Arc<dyn TaskStore> = store.tasks();
-    let original = task("marketplace", None);
-    tasks.insert(&original).await.unwrap();
-    let mut canceled = original.clone();
-    canceled.status = TaskStatus::Canceled;
-    canceled.version = 2;
-    assert!(tasks.replace(&canceled, 1).await.unwrap());
+    let original = inserted_then_moved_on(tasks.as_ref(), TaskStatus::Canceled).await;
 
     // On the stale copy the task is queued (keep); on the record it is not.
     let (seen, status) =
