@@ -15,7 +15,7 @@ bytes of decoder weights each step must read, divided by a measured copy
 bandwidth.
 
 Usage (from the repository root, after
-`cargo build --release -p sound-creator-musicgen --bin musicgen-bench`):
+`cargo build --release -p sound-creator-audiocraft --bin musicgen-bench`):
   python bench/musicgen_bench.py [--skip-small]
 """
 

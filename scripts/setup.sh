@@ -2,7 +2,7 @@
 # Installs what building and running sound-creator needs, when missing:
 #  - a Rust toolchain (rustup),
 #  - a C toolchain and pkg-config (apt),
-#  - the Python venv `.venv` with PyTorch 2.13 (the libtorch that `tch` links
+#  - the Python venv `.venv` with PyTorch 2.11 (the libtorch that `tch` links
 #    against), plus `transformers` for the fixture and benchmark scripts.
 # Then prints the environment to build and run with; source it:
 #   eval "$(bash scripts/setup.sh)"
@@ -11,7 +11,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
 log() { echo "[setup] $*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -43,7 +43,7 @@ pub enum Command {
     /// Run the completion step alone (aggregation, stats, callbacks).
     Completion(BackendArgs),
     /// Generate one clip to a file, without the service.
-    Generate(sound_creator_musicgen::cli::GenerateArgs),
+    Generate(sound_creator_audiocraft::cli::GenerateArgs),
     /// Create the queues, bucket and table on the configured AWS endpoint.
     Provision,
 }
@@ -99,7 +99,7 @@ fn parse_family(raw: &str) -> Result<ModelFamily, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Generate(args) => sound_creator_musicgen::cli::run_generate(&args),
+        Command::Generate(args) => sound_creator_audiocraft::cli::run_generate(&args),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

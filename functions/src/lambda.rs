@@ -3,7 +3,7 @@
 //! (settings, secrets, AWS backends) and JSON logging.
 //!
 //! The completions Lambda is the AWS twin of the completion loop in
-//! `gpu-worker`: SQS hands it a batch, each record goes through the domain's
+//! `worker`: SQS hands it a batch, each record goes through the domain's
 //! [`Completion`] step, and the records that must be seen again are named in
 //! an [`SqsBatchResponse`] so SQS redelivers only those. Nothing here decides
 //! a task's status (the domain does) or deletes messages itself (Lambda's

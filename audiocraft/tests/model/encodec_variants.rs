@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use sound_creator_musicgen::checkpoint::Checkpoint;
-use sound_creator_musicgen::config::EncodecConfig;
-use sound_creator_musicgen::encodec::EncodecDecoder;
+use sound_creator_audiocraft::checkpoint::Checkpoint;
+use sound_creator_audiocraft::config::EncodecConfig;
+use sound_creator_audiocraft::encodec::EncodecDecoder;
 use tch::{nn, Device, Tensor};
 
 fn variant_dir(name: &str) -> PathBuf {

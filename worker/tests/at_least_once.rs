@@ -19,7 +19,7 @@ use sound_creator_core::service::{Submitted, TaskService};
 use sound_creator_core::settings::Settings;
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
-use sound_creator_musicgen::engine::MusicGenEngine;
+use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_webhook::HttpCallbackSender;
 use sound_creator_worker::{CompletionLoop, ExecutionOutcome, Worker, WorkerConfig};
 

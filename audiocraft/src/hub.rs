@@ -202,7 +202,7 @@ impl Hub {
             .timeout_recv_body(Some(Duration::from_secs(120)))
             .http_status_as_error(false)
             .user_agent(concat!(
-                "sound-creator-musicgen/",
+                "sound-creator-audiocraft/",
                 env!("CARGO_PKG_VERSION")
             ))
             .build()

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use sound_creator_musicgen::gemv;
+use sound_creator_audiocraft::gemv;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use sound_creator_musicgen::checkpoint::Checkpoint;
-use sound_creator_musicgen::config::MusicgenConfig;
-use sound_creator_musicgen::encodec::EncodecDecoder;
+use sound_creator_audiocraft::checkpoint::Checkpoint;
+use sound_creator_audiocraft::config::MusicgenConfig;
+use sound_creator_audiocraft::encodec::EncodecDecoder;
 use tch::{nn, Device, Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {

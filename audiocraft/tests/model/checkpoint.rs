@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sound_creator_musicgen::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
-use sound_creator_musicgen::hub::{resolve_model_dir_with, HubSettings};
+use sound_creator_audiocraft::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
+use sound_creator_audiocraft::hub::{resolve_model_dir_with, HubSettings};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 

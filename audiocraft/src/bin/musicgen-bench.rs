@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use sound_creator_musicgen::cli::parse_dtype;
-use sound_creator_musicgen::generation::{Continue, GenerateOptions};
-use sound_creator_musicgen::sampling::Decoding;
-use sound_creator_musicgen::MusicGenEngine;
+use sound_creator_audiocraft::cli::parse_dtype;
+use sound_creator_audiocraft::generation::{Continue, GenerateOptions};
+use sound_creator_audiocraft::sampling::Decoding;
+use sound_creator_audiocraft::MusicGenEngine;
 use tch::Device;
 
 fn main() -> anyhow::Result<()> {
