@@ -5,7 +5,7 @@
 //! service. It must never write a partial WAV: the file is written only after
 //! generation succeeded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -14,16 +14,14 @@ use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind};
 
 use crate::engine::MusicGenEngine;
+use crate::hub::HubSettings;
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
-    /// Hub id (e.g. facebook/musicgen-small) or local checkpoint directory.
-    #[arg(
-        long,
-        env = "MUSIC_GEN_MODEL",
-        default_value = "facebook/musicgen-small"
-    )]
-    pub model: String,
+    /// Hub id (e.g. facebook/musicgen-small) or local checkpoint directory
+    /// (default: MUSIC_GEN_MODEL).
+    #[arg(long)]
+    pub model: Option<String>,
     #[arg(long)]
     pub prompt: String,
     /// Seconds of audio.
@@ -56,9 +54,9 @@ pub struct GenerateArgs {
     /// Also write the codes as JSON `[codebook][frame]`, delay pattern removed.
     #[arg(long)]
     pub codes_out: Option<PathBuf>,
-    /// Where hub downloads are kept.
-    #[arg(long, env = "CACHE_MODEL_DIR", default_value = "model_hub")]
-    pub cache_dir: PathBuf,
+    /// Where hub downloads are kept (default: CACHE_MODEL_DIR).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`.
@@ -83,7 +81,16 @@ pub fn parse_dtype(text: &str) -> anyhow::Result<Kind> {
     }
 }
 
-pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+/// Generates the clip `args` describe; `default_model` and `cache_dir` are
+/// the deployment's settings, used where `args` names none.
+pub fn run_generate(
+    args: &GenerateArgs,
+    default_model: &str,
+    cache_dir: &Path,
+    hub: &HubSettings,
+) -> anyhow::Result<()> {
+    let model = args.model.as_deref().unwrap_or(default_model);
+    let cache_dir = args.cache_dir.as_deref().unwrap_or(cache_dir);
     let device = parse_device(&args.device)?;
     if let Device::Cuda(_) = device {
         anyhow::ensure!(
@@ -93,8 +100,8 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         );
     }
     let kind = parse_dtype(&args.dtype)?;
-    let engine = MusicGenEngine::load(&args.model, &args.cache_dir, device, kind)
-        .with_context(|| format!("Failed to load model {}", args.model))?;
+    let engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
+        .with_context(|| format!("Failed to load model {model}"))?;
     let params = GenerationParams {
         temperature: if args.greedy { 0.0 } else { args.temperature },
         top_k: args.top_k,

@@ -24,6 +24,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::MusicgenConfig;
 use crate::generation::{Continue, GenerateError, GenerateOptions, MusicgenModel};
+use crate::hub::HubSettings;
 use crate::sampling::Decoding;
 use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
 
@@ -71,11 +72,13 @@ pub struct GeneratedClip {
 }
 
 impl MusicGenEngine {
-    /// Loads `model` (a hub id such as `facebook/musicgen-small`, or a local
-    /// checkpoint directory) onto `device`, with the decoder in `kind`.
+    /// Loads `model` (a hub id such as `facebook/musicgen-small`, found in
+    /// `cache_dir` or downloaded from `hub`, or a local checkpoint directory)
+    /// onto `device`, with the decoder in `kind`.
     pub fn load(
         model: &str,
         cache_dir: &Path,
+        hub: &HubSettings,
         device: Device,
         kind: Kind,
     ) -> Result<Self, LoadError> {
@@ -88,7 +91,7 @@ impl MusicGenEngine {
                 "dtype {kind:?} is not supported (use f32, f16 or bf16)"
             )));
         }
-        let dir = resolve_model_dir(model, cache_dir)?;
+        let dir = resolve_model_dir(model, cache_dir, hub)?;
         let checkpoint = Checkpoint::open(&dir)?;
         let cfg: MusicgenConfig = checkpoint.config()?;
         let tokenizer = T5Tokenizer::from_file(&checkpoint.tokenizer_file()?)

@@ -4,11 +4,12 @@
 //! The hub is only contacted when neither a local directory nor a complete
 //! cached copy exists. Downloads go to `<cache_dir>/<org>--<name>/`, each file
 //! written to a temporary name and renamed when complete, so an interrupted
-//! download never leaves a file that looks finished. The endpoint comes from
-//! `HF_ENDPOINT` (default `https://huggingface.co`), a token from `HF_TOKEN`
-//! for gated or private repositories (never logged), and `HF_HUB_OFFLINE=1`
-//! forbids the network altogether. This module is blocking on purpose: it
-//! runs once at worker start-up, before any job is taken.
+//! download never leaves a file that looks finished. [`HubSettings`] says
+//! where the hub is (`HF_ENDPOINT`), the token for gated or private
+//! repositories (`HF_TOKEN`, never logged) and whether the network is
+//! forbidden (`HF_HUB_OFFLINE`); the settings crate fills it. This module is
+//! blocking on purpose: it runs once at worker start-up, before any job is
+//! taken.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -29,14 +30,8 @@ const OPTIONAL_FILES: [&str; 2] = ["tokenizer_config.json", "generation_config.j
 /// such as `facebook/musicgen-small`, looked up in `cache_dir` (both the
 /// Hugging Face cache layout `models--<org>--<name>/snapshots/<rev>/` and the
 /// plain `<org>--<name>/` layout this function downloads into) and
-/// downloaded when absent, with [`HubSettings::from_env`].
-pub fn resolve_model_dir(model: &str, cache_dir: &Path) -> Result<PathBuf, LoadError> {
-    resolve_model_dir_with(model, cache_dir, &HubSettings::from_env())
-}
-
-/// [`resolve_model_dir`] with explicit hub settings instead of the
-/// environment's (tests, or a caller with its own configuration).
-pub fn resolve_model_dir_with(
+/// downloaded from the hub `settings` name when absent.
+pub fn resolve_model_dir(
     model: &str,
     cache_dir: &Path,
     settings: &HubSettings,
@@ -65,17 +60,13 @@ pub struct HubSettings {
 }
 
 impl HubSettings {
-    /// `HF_ENDPOINT` (default `https://huggingface.co`), `HF_TOKEN` (or the
-    /// older `HUGGING_FACE_HUB_TOKEN`) and `HF_HUB_OFFLINE`, as the Python
-    /// `huggingface_hub` reads them.
-    pub fn from_env() -> Self {
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    /// Local directories and the cache only: for tests and tools that must
+    /// never reach the network.
+    pub fn offline() -> Self {
         HubSettings {
-            endpoint: env("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
-            token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
-            offline: env("HF_HUB_OFFLINE").is_some_and(|v| {
-                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-            }),
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            token: None,
+            offline: true,
         }
     }
 }
@@ -100,13 +91,11 @@ struct HubId {
 
 impl HubId {
     fn parse(model: &str) -> Result<Self, LoadError> {
-        let invalid = || {
-            LoadError::Model {
+        let invalid = || LoadError::Model {
             model: model.to_owned(),
             reason: "not an existing directory, nor a hub id of the form <org>/<name>; \
-                     set MUSIC_GEN_MODEL to a local model directory or a hub id such as facebook/musicgen-small"
+                     use a local model directory or a hub id such as facebook/musicgen-small"
                 .to_owned(),
-        }
         };
         let (org, name) = model.split_once('/').ok_or_else(invalid)?;
         let valid_part = |s: &str| {

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use sound_creator::server::{serve_with, serving_settings, Parts};
+use sound_creator::server::{check_serving, serve_with, Parts};
 use sound_creator::ServeArgs;
 use sound_creator_core::audio::{
     AudioGenerator, Clip, ClipRequest, GenerationError, ModelInfo, StepObserver,
@@ -66,8 +66,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     sound_creator::telemetry::init(false);
     let run = || -> anyhow::Result<()> {
-        let settings = serving_settings()?;
+        let mut settings = sound_creator_settings::Settings::from_env()?;
+        args.serve.apply(&mut settings);
+        check_serving(&settings)?;
         let generators = settings
+            .service
             .deployed
             .iter()
             .map(|family| (*family, Arc::new(Silence) as Arc<dyn AudioGenerator>))
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve_with(args.serve, settings, Parts::All, generators))
+            .block_on(serve_with(settings, Parts::All, generators))
     };
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,21 +1,17 @@
 //! Choosing and connecting the backends: the embedded ones (SQLite + local
-//! files under `--data-dir`) or the AWS ones (SQS, S3, DynamoDB, Redis,
-//! Postgres — real or emulated, by endpoint settings). This is the only
-//! place that knows both; everything else sees the domain's ports.
+//! files under the data directory) or the AWS ones (SQS, S3, DynamoDB,
+//! Redis, Postgres — real or emulated, by endpoint settings). This is the
+//! only place that knows both; everything else sees the domain's ports.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sound_creator_aws::{AwsBackends, AwsSettings};
-use sound_creator_core::ports::{CallbackSender, SignedDownloads};
-use sound_creator_core::service::Ports;
-use sound_creator_core::settings::Settings;
+use sound_creator_aws::AwsBackends;
+use sound_creator_core::ports::{CallbackSender, Ports, SignedDownloads};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
+use sound_creator_settings::{BackendKind, Settings};
 use sound_creator_webhook::HttpCallbackSender;
-
-use crate::BackendKind;
 
 pub struct Backends {
     pub ports: Ports,
@@ -25,20 +21,20 @@ pub struct Backends {
     pub label: &'static str,
 }
 
-pub async fn connect(
-    kind: BackendKind,
-    data_dir: &Path,
-    public_base_url: &str,
-    settings: &Settings,
-) -> anyhow::Result<Backends> {
+/// Connects the backends `settings.backend` names. `public_base_url` is
+/// where the embedded mode's signed links point (known once the API has
+/// bound its port).
+pub async fn connect(settings: &Settings, public_base_url: &str) -> anyhow::Result<Backends> {
     let callbacks: Arc<dyn CallbackSender> = Arc::new(
-        HttpCallbackSender::new(settings.callback_timeout)
+        HttpCallbackSender::new(settings.service.callbacks.timeout)
             .context("cannot build the HTTP client for callbacks")?,
     );
-    match kind {
+    match settings.backend {
         BackendKind::Embedded => {
+            let data_dir = &settings.embedded.data_dir;
             let options = EmbeddedOptions {
                 public_base_url: public_base_url.to_owned(),
+                max_receives: settings.worker.max_receives(),
                 ..EmbeddedOptions::default()
             };
             let visibility_timeout = options.visibility_timeout;
@@ -56,14 +52,13 @@ pub async fn connect(
             })
         }
         BackendKind::Aws => {
-            let aws = AwsSettings::from_env().context("invalid AWS settings")?;
-            let backends = AwsBackends::connect(&aws)
+            let backends = AwsBackends::connect(&settings.aws)
                 .await
                 .context("cannot connect the AWS backends")?;
             Ok(Backends {
                 ports: backends.into_ports(callbacks),
                 downloads: None,
-                visibility_timeout: aws.sqs_visibility_timeout,
+                visibility_timeout: settings.aws.sqs_visibility_timeout,
                 label: "aws",
             })
         }
@@ -72,9 +67,9 @@ pub async fn connect(
 
 /// `sound-creator provision`: queues (with dead-letter queues), bucket and
 /// table on the configured endpoint; safe to run again.
-pub async fn provision() -> anyhow::Result<()> {
-    let aws = AwsSettings::from_env().context("invalid AWS settings")?;
-    sound_creator_aws::provision(&aws).await?;
+pub async fn provision(settings: &Settings) -> anyhow::Result<()> {
+    let aws = &settings.aws;
+    sound_creator_aws::provision(aws).await?;
     println!(
         "provisioned queues, bucket {} and table {}",
         aws.s3_bucket, aws.dynamodb_table

@@ -3,71 +3,79 @@
 //! says how to point it at a local checkpoint: the service never pretends to
 //! generate audio it cannot.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use sound_creator_core::audio::AudioGenerator;
-use sound_creator_core::settings::Settings;
-use sound_creator_core::task::ModelFamily;
 use sound_creator_audiocraft::cli::{parse_device, parse_dtype};
 use sound_creator_audiocraft::engine::MusicGenEngine;
+use sound_creator_audiocraft::hub::HubSettings;
+use sound_creator_core::audio::AudioGenerator;
+use sound_creator_core::task::ModelFamily;
+use sound_creator_settings::{ModelSettings, Settings};
 
-#[derive(Args, Debug, Clone)]
+/// Flags that override the model settings.
+#[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
-    /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, env = "MODEL_DEVICE", default_value = "auto")]
-    pub device: String,
-    /// Weights precision: f32, f16 or bf16 (f16/bf16 are meant for CUDA).
-    #[arg(long, env = "MODEL_DTYPE", default_value = "f32")]
-    pub dtype: String,
-    /// Jobs generated together in one batched forward pass.
-    #[arg(long, env = "WORKER_MAX_BATCH", default_value_t = 1)]
-    pub max_batch: usize,
+    /// auto (CUDA when available), cpu, cuda or cuda:N (MODEL_DEVICE).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Weights precision: f32, f16 or bf16; f16/bf16 are meant for CUDA (MODEL_DTYPE).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Jobs generated together in one batched forward pass (WORKER_MAX_BATCH).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
 }
 
 impl ModelArgs {
-    pub fn device(&self) -> anyhow::Result<tch::Device> {
-        match self.device.as_str() {
-            "auto" => Ok(tch::Device::cuda_if_available()),
-            other => parse_device(other),
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(device) = &self.device {
+            settings.models.device = device.clone();
         }
-    }
-
-    pub fn kind(&self) -> anyhow::Result<tch::Kind> {
-        parse_dtype(&self.dtype)
+        if let Some(dtype) = &self.dtype {
+            settings.models.dtype = dtype.clone();
+        }
+        if let Some(max_batch) = self.max_batch {
+            settings.worker.max_batch = max_batch.max(1);
+        }
     }
 }
 
-/// The setting that names a family's model.
-pub fn model_variable(family: ModelFamily) -> &'static str {
-    match family {
-        ModelFamily::Music => "MUSIC_GEN_MODEL",
-        ModelFamily::Audio => "AUDIO_GEN_MODEL",
+/// The device `MODEL_DEVICE` names; `auto` is CUDA when available.
+pub fn device(models: &ModelSettings) -> anyhow::Result<tch::Device> {
+    match models.device.as_str() {
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        other => parse_device(other),
+    }
+}
+
+/// The hub the model crate downloads from, as the settings describe it.
+pub fn hub_settings(models: &ModelSettings) -> HubSettings {
+    HubSettings {
+        endpoint: models.hub.endpoint.clone(),
+        token: models.hub.token.as_ref().map(|t| t.expose().to_owned()),
+        offline: models.hub.offline,
     }
 }
 
 pub fn load_generator(
     family: ModelFamily,
-    settings: &Settings,
-    args: &ModelArgs,
+    models: &ModelSettings,
 ) -> anyhow::Result<Arc<dyn AudioGenerator>> {
-    let model = match family {
-        ModelFamily::Music => &settings.music_gen_model,
-        ModelFamily::Audio => &settings.audio_gen_model,
-    };
-    let variable = model_variable(family);
-    let device = args.device()?;
-    let kind = args.kind()?;
+    let model = models.model_for(family);
+    let variable = ModelSettings::variable_for(family);
+    let device = device(models)?;
+    let kind = parse_dtype(&models.dtype)?;
     tracing::info!(%family, model, ?device, ?kind, "loading model");
-    let engine = MusicGenEngine::load(model, Path::new(&settings.cache_model_dir), device, kind).with_context(|| {
+    let cache_dir = &models.cache_model_dir;
+    let engine = MusicGenEngine::load(model, cache_dir, &hub_settings(models), device, kind).with_context(|| {
         format!(
             "could not load the {family} model {model:?} ({variable}). Point {variable} at a local checkpoint \
              directory in the Hugging Face layout (config.json, model.safetensors, tokenizer.json) — for a quick \
              local run, {variable}=tests/fixtures/tiny-musicgen — or at a hub id on a machine that can reach the hub \
              (downloads go to CACHE_MODEL_DIR={})",
-            settings.cache_model_dir
+            cache_dir.display()
         )
     })?;
     Ok(Arc::new(engine))

@@ -8,24 +8,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::service::TaskService;
-use sound_creator_core::settings::Settings;
 use sound_creator_core::task::ModelFamily;
 use sound_creator_functions::api::{app, AppState};
+use sound_creator_settings::Settings;
 use sound_creator_worker::{CompletionLoop, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends;
 use crate::models::load_generator;
-use crate::{BackendArgs, ServeArgs, WorkerArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parts {
     All,
     ApiOnly,
-}
-
-fn settings() -> anyhow::Result<Arc<Settings>> {
-    Ok(Arc::new(Settings::from_env().context("invalid settings")?))
 }
 
 /// Cancels the token on Ctrl-C or SIGTERM.
@@ -60,76 +55,84 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// The settings `serve` and `api` run with: the environment's, and at least
-/// one client key, or no one could call the API.
-pub fn serving_settings() -> anyhow::Result<Arc<Settings>> {
-    let settings = settings()?;
-    if settings.client_keys.is_empty() {
+/// `serve` and `api` need at least one client key, or no one could call
+/// the API.
+pub fn check_serving(settings: &Settings) -> anyhow::Result<()> {
+    if settings.api.client_keys.is_empty() {
         anyhow::bail!("no client key is configured: set MARKETPLACE_TOKEN (and optionally API_KEYS=name:token,...)");
     }
-    Ok(settings)
+    Ok(())
 }
 
-pub async fn serve(args: ServeArgs, parts: Parts) -> anyhow::Result<()> {
-    let settings = serving_settings()?;
+pub async fn serve(settings: Settings, parts: Parts) -> anyhow::Result<()> {
+    check_serving(&settings)?;
     // Models first: a deployment that cannot generate should not start
     // taking tasks.
     let mut generators = Vec::new();
     if parts == Parts::All {
-        for family in settings.deployed.iter().copied() {
-            let (s, m) = (settings.clone(), args.model.clone());
+        for family in settings.service.deployed.iter().copied() {
+            let models = settings.models.clone();
             let generator =
-                tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
+                tokio::task::spawn_blocking(move || load_generator(family, &models)).await??;
             generators.push((family, generator));
         }
     }
-    serve_with(args, settings, parts, generators).await
+    serve_with(settings, parts, generators).await
 }
 
 /// Serves the API and, for `Parts::All`, a worker per given generator and the
 /// completion loop, until Ctrl-C or SIGTERM. `serve` calls it with the
 /// loaded models; the pipeline benchmark's harness with a no-op generator.
 pub async fn serve_with(
-    args: ServeArgs,
-    settings: Arc<Settings>,
+    settings: Settings,
     parts: Parts,
     generators: Vec<(ModelFamily, Arc<dyn AudioGenerator>)>,
 ) -> anyhow::Result<()> {
-    let port = args.port.unwrap_or(settings.port);
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), port))
+    let api = &settings.api;
+    let listener = tokio::net::TcpListener::bind((api.bind_host.as_str(), api.port))
         .await
-        .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
+        .with_context(|| format!("cannot listen on {}:{}", api.bind_host, api.port))?;
     let bound = listener.local_addr()?;
-    let public_base_url = args
+    let public_base_url = api
         .public_base_url
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", bound.port()));
-    let backends = backends::connect(
-        args.backend.backend,
-        &args.backend.data_dir,
-        &public_base_url,
-        &settings,
-    )
-    .await?;
+    let backends = backends::connect(&settings, &public_base_url).await?;
+    let service_settings = Arc::new(settings.service.clone());
 
     let shutdown = shutdown_on_signal();
     let mut loops = tokio::task::JoinSet::new();
     for (family, generator) in generators {
-        let mut config = WorkerConfig::new(family);
-        config.max_batch = args.model.max_batch.max(1);
-        config.visibility_timeout = backends.visibility_timeout;
-        let worker = Worker::new(backends.ports.clone(), settings.clone(), generator, config);
+        let config = WorkerConfig::new(
+            family,
+            settings.worker.max_batch,
+            settings.worker.max_attempts,
+            backends.visibility_timeout,
+        );
+        let worker = Worker::new(
+            backends.ports.clone(),
+            service_settings.clone(),
+            generator,
+            config,
+        );
         let stop = shutdown.clone();
         loops.spawn(async move { worker.run(stop.cancelled_owned()).await });
     }
     if parts == Parts::All {
-        let completion = CompletionLoop::new(backends.ports.clone(), settings.clone());
+        // `/v1/generate` waiters in this process can sleep until this loop
+        // signals their task final instead of polling the store.
+        backends.ports.finals.mark_completion_local();
+        let completion = CompletionLoop::new(backends.ports.clone(), service_settings.clone());
         let stop = shutdown.clone();
         loops.spawn(async move { completion.run(stop.cancelled_owned()).await });
     }
 
-    let service = Arc::new(TaskService::new(backends.ports.clone(), settings.clone()));
-    let router = app(AppState::new(service, backends.downloads.clone()));
+    let service = Arc::new(TaskService::new(backends.ports.clone(), service_settings));
+    let router = app(AppState::new(
+        service,
+        Arc::new(settings.api.clone()),
+        backends.downloads.clone(),
+    ));
     // The first line on stdout says where to reach the service (tests and
     // scripts read it to learn the port when --port 0 was given).
     println!(
@@ -146,33 +149,32 @@ pub async fn serve_with(
     Ok(())
 }
 
-pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let settings = settings()?;
-    let (s, m, family) = (settings.clone(), args.model.clone(), args.family);
-    let generator = tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
-    let backends = backends::connect(
-        args.backend.backend,
-        &args.backend.data_dir,
-        "http://127.0.0.1",
-        &settings,
-    )
-    .await?;
-    let mut config = WorkerConfig::new(args.family);
-    config.max_batch = args.model.max_batch.max(1);
-    config.visibility_timeout = backends.visibility_timeout;
+pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<()> {
+    let models = settings.models.clone();
+    let generator = tokio::task::spawn_blocking(move || load_generator(family, &models)).await??;
+    let backends = backends::connect(&settings, "http://127.0.0.1").await?;
+    let config = WorkerConfig::new(
+        family,
+        settings.worker.max_batch,
+        settings.worker.max_attempts,
+        backends.visibility_timeout,
+    );
     let shutdown = shutdown_on_signal();
-    Worker::new(backends.ports, settings, generator, config)
-        .run(shutdown.cancelled_owned())
-        .await;
+    Worker::new(
+        backends.ports,
+        Arc::new(settings.service),
+        generator,
+        config,
+    )
+    .run(shutdown.cancelled_owned())
+    .await;
     Ok(())
 }
 
-pub async fn completion(args: BackendArgs) -> anyhow::Result<()> {
-    let settings = settings()?;
-    let backends =
-        backends::connect(args.backend, &args.data_dir, "http://127.0.0.1", &settings).await?;
+pub async fn completion(settings: Settings) -> anyhow::Result<()> {
+    let backends = backends::connect(&settings, "http://127.0.0.1").await?;
     let shutdown = shutdown_on_signal();
-    CompletionLoop::new(backends.ports, settings)
+    CompletionLoop::new(backends.ports, Arc::new(settings.service))
         .run(shutdown.cancelled_owned())
         .await;
     Ok(())

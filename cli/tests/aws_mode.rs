@@ -229,7 +229,7 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
     let twice = app
         .submit(&task_body("aws-dup", "delivered twice", 0.3))
         .await;
-    let aws = sound_creator_aws::AwsSettings::from_lookup(|name| {
+    let aws = sound_creator_settings::Settings::from_lookup(|name| {
         deployment
             .env
             .iter()
@@ -237,7 +237,8 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var(name).ok())
     })
-    .unwrap();
+    .unwrap()
+    .aws;
     let backends = sound_creator_aws::AwsBackends::connect(&aws).await.unwrap();
     let task = backends
         .tasks

@@ -14,11 +14,11 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::messages::{encode, CompletionEvent};
-use crate::ports::{BackendError, QueueName, StatsRow, WebhookDelivery};
+use crate::ports::{BackendError, Ports, QueueName, StatsRow, WebhookDelivery};
 use crate::records::{self, StageRecorded};
-use crate::service::{document, to_chrono, Ports};
-use crate::settings::Settings;
-use crate::task::{CallbackState, Task, TaskId};
+use crate::settings::ServiceSettings;
+use crate::task::{to_chrono, CallbackState, Task, TaskId};
+use crate::view::document;
 use crate::webhook::retry_delay;
 
 /// What handling one event did (for logs and tests).
@@ -37,7 +37,7 @@ pub enum CompletionOutcome {
 
 pub struct Completion<'a> {
     pub ports: &'a Ports,
-    pub settings: &'a Settings,
+    pub settings: &'a ServiceSettings,
 }
 
 impl Completion<'_> {
@@ -151,12 +151,14 @@ impl Completion<'_> {
         {
             return Ok(CompletionOutcome::CallbackNotNeeded);
         }
-        let body = serde_json::to_string(&document(self.ports, self.settings, &task).await?)
-            .map_err(|e| BackendError::corrupt(crate::ports::Backend::Tasks, e))?;
+        let body =
+            serde_json::to_string(&document(self.ports, self.settings.url_ttl, &task).await?)
+                .map_err(|e| BackendError::corrupt(crate::ports::Backend::Tasks, e))?;
         let webhook_id = task.webhook_id();
         let timestamp = Utc::now().timestamp();
         let signature = self
             .settings
+            .callbacks
             .webhook_secret
             .as_ref()
             .map(|secret| secret.sign(&webhook_id, timestamp, &body))
@@ -181,9 +183,9 @@ impl Completion<'_> {
                 tracing::info!(task_id = %id, attempt, "callback delivered");
                 Ok(CompletionOutcome::CallbackDelivered)
             }
-            Err(e) if attempt < self.settings.callback_max_attempts => {
+            Err(e) if attempt < self.settings.callbacks.max_attempts => {
                 let next_attempt = attempt + 1;
-                let delay = retry_delay(self.settings.callback_retry_base, next_attempt);
+                let delay = retry_delay(self.settings.callbacks.retry_base, next_attempt);
                 tracing::warn!(task_id = %id, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
                 let event = CompletionEvent::CallbackDue {
                     task_id: id.clone(),

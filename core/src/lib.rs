@@ -8,6 +8,8 @@
 
 pub mod audio;
 pub mod completion;
+pub mod error_code;
+pub mod family;
 pub mod final_watch;
 pub mod messages;
 pub mod ports;

@@ -116,6 +116,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, MalformedMes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_code::ErrorCode;
     use crate::task::TaskError;
 
     #[test]
@@ -124,7 +125,7 @@ mod tests {
             task_id: TaskId::parse("t1").unwrap(),
             index: 2,
             outcome: StageOutcome::Failed {
-                error: TaskError::new("engine_error", "boom"),
+                error: TaskError::new(ErrorCode::EngineError, "boom"),
             },
         };
         let raw = encode(&event);

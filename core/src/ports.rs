@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::final_watch::FinalWatch;
 use crate::task::{ModelFamily, Task, TaskId, TaskStatus, Tenant};
 
 /// Which outside system an error came from; also the names `/health` reports.
@@ -390,6 +392,28 @@ pub struct CallbackError {
 #[async_trait]
 pub trait CallbackSender: Send + Sync {
     async fn send(&self, delivery: &WebhookDelivery) -> Result<(), CallbackError>;
+}
+
+// ---------------------------------------------------------------------------
+// All of them
+
+/// Every backend the domain talks to, as one deployment wired them.
+#[derive(Clone)]
+pub struct Ports {
+    pub tasks: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub cache: Arc<dyn ResultCache>,
+    pub stats: Arc<dyn StatsStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub callbacks: Arc<dyn CallbackSender>,
+    /// In-process wake-ups for `/v1/generate` waiters. The process that
+    /// runs a completion loop beside the API says so with
+    /// [`FinalWatch::mark_completion_local`]; everywhere else waiters poll.
+    pub finals: Arc<FinalWatch>,
+    /// Whether final results go through `cache` as well as the task store:
+    /// worth it where the cache is the faster store (Redis in front of
+    /// DynamoDB). Stage results always go through the cache.
+    pub cache_final_results: bool,
 }
 
 #[cfg(test)]

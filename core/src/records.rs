@@ -1,8 +1,9 @@
 //! Changing task records safely: a read-modify-write loop over the task
 //! store's compare-and-swap, and the domain's named changes (start a stage,
 //! record a stage, cancel, expire, ...). Every status transition in the
-//! system goes through here, so each one is applied exactly once however
-//! many workers, deliveries or API calls race for it.
+//! system goes through here, and each one through [`Task::transition`], so
+//! each is checked against the status machine and applied exactly once
+//! however many workers, deliveries or API calls race for it.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
@@ -95,6 +96,7 @@ pub async fn start_stage(
     id: &TaskId,
     index: usize,
     now: DateTime<Utc>,
+    result_ttl: ChronoDuration,
 ) -> PortResult<Option<(Task, StageStart)>> {
     update(store, id, |task| {
         if task.status.is_final() {
@@ -103,29 +105,20 @@ pub async fn start_stage(
         if task.stages.get(index).is_none_or(Option::is_some) {
             return Change::Keep(StageStart::AlreadyDone);
         }
-        match task.status {
-            TaskStatus::Queued if task.queue_deadline.is_some_and(|d| d < now) => {
-                expire(task, now);
-                Change::Write(StageStart::JustExpired)
-            }
-            TaskStatus::Queued => {
-                task.status = TaskStatus::Running;
-                task.started_at = Some(now);
-                Change::Write(StageStart::Run)
-            }
-            _ => Change::Keep(StageStart::Run),
+        if task.status != TaskStatus::Queued {
+            return Change::Keep(StageStart::Run);
+        }
+        let (to, outcome) = if task.queue_deadline.is_some_and(|d| d < now) {
+            (TaskStatus::Expired, StageStart::JustExpired)
+        } else {
+            (TaskStatus::Running, StageStart::Run)
+        };
+        match task.transition(to, None, now, result_ttl) {
+            Ok(()) => Change::Write(outcome),
+            Err(_) => Change::Keep(StageStart::TaskFinal(task.status)),
         }
     })
     .await
-}
-
-fn expire(task: &mut Task, now: DateTime<Utc>) {
-    task.status = TaskStatus::Expired;
-    task.completed_at = Some(now);
-    task.error = Some(TaskError::new(
-        "expired",
-        "the task was not started before its ttl_seconds passed",
-    ));
 }
 
 /// Expires a queued task whose deadline passed (a read noticed it before any
@@ -137,9 +130,12 @@ pub async fn expire_if_due(
     result_ttl: ChronoDuration,
 ) -> PortResult<Option<(Task, bool)>> {
     update(store, id, |task| {
-        if task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < now) {
-            expire(task, now);
-            task.retain_until = Some(now + result_ttl);
+        let due = task.status == TaskStatus::Queued && task.queue_deadline.is_some_and(|d| d < now);
+        if due
+            && task
+                .transition(TaskStatus::Expired, None, now, result_ttl)
+                .is_ok()
+        {
             Change::Write(true)
         } else {
             Change::Keep(false)
@@ -216,11 +212,14 @@ pub async fn record_stage(
             *p = 1.0;
         }
         task.progress = mean(&task.stage_progress);
-        if task.started_at.is_none() {
-            task.started_at = Some(now);
-        }
-        if task.status == TaskStatus::Queued {
-            task.status = TaskStatus::Running;
+        // A result can overtake its own start (another worker started the
+        // stage, this delivery finished it): the task ran either way.
+        if task.status == TaskStatus::Queued
+            && task
+                .transition(TaskStatus::Running, None, now, result_ttl)
+                .is_err()
+        {
+            return Change::Keep(StageRecorded::TaskWasFinal);
         }
         if !task.all_stages_done() {
             return Change::Write(StageRecorded::Recorded {
@@ -231,17 +230,17 @@ pub async fn record_stage(
             StageOutcome::Failed { error } => Some(error.clone()),
             StageOutcome::Succeeded { .. } => None,
         });
-        task.status = if first_error.is_some() {
+        let to = if first_error.is_some() {
             TaskStatus::Failed
         } else {
             TaskStatus::Succeeded
         };
-        task.error = first_error;
-        task.completed_at = Some(now);
-        task.retain_until = Some(now + result_ttl);
-        Change::Write(StageRecorded::Recorded {
-            task_became_final: true,
-        })
+        match task.transition(to, first_error, now, result_ttl) {
+            Ok(()) => Change::Write(StageRecorded::Recorded {
+                task_became_final: true,
+            }),
+            Err(_) => Change::Keep(StageRecorded::TaskWasFinal),
+        }
     })
     .await
 }
@@ -260,23 +259,17 @@ pub async fn cancel(
     result_ttl: ChronoDuration,
 ) -> PortResult<Option<(Task, CancelOutcome)>> {
     update(store, id, |task| {
-        if task.status.is_final() {
-            return Change::Keep(CancelOutcome::AlreadyFinal(task.status));
+        match task.transition(TaskStatus::Canceled, None, now, result_ttl) {
+            Ok(()) => Change::Write(CancelOutcome::Canceled),
+            Err(refused) => Change::Keep(CancelOutcome::AlreadyFinal(refused.from)),
         }
-        task.status = TaskStatus::Canceled;
-        task.completed_at = Some(now);
-        task.retain_until = Some(now + result_ttl);
-        task.error = Some(TaskError::new(
-            "canceled",
-            "the task was canceled by the client",
-        ));
-        Change::Write(CancelOutcome::Canceled)
     })
     .await
 }
 
 /// Fails a task that cannot be run at all (e.g. a job that kept crashing
-/// its worker). Stages already recorded are kept.
+/// its worker). Stages already recorded are kept. Returns whether this call
+/// failed it.
 pub async fn fail(
     store: &dyn TaskStore,
     id: &TaskId,
@@ -285,14 +278,10 @@ pub async fn fail(
     result_ttl: ChronoDuration,
 ) -> PortResult<Option<(Task, bool)>> {
     update(store, id, |task| {
-        if task.status.is_final() {
-            return Change::Keep(false);
+        match task.transition(TaskStatus::Failed, Some(error.clone()), now, result_ttl) {
+            Ok(()) => Change::Write(true),
+            Err(_) => Change::Keep(false),
         }
-        task.status = TaskStatus::Failed;
-        task.error = Some(error.clone());
-        task.completed_at = Some(now);
-        task.retain_until = Some(now + result_ttl);
-        Change::Write(true)
     })
     .await
 }
@@ -329,4 +318,377 @@ pub async fn mark_jobs_enqueued(store: &dyn TaskStore, task: &Task) -> PortResul
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::error_code::ErrorCode;
+    use crate::ports::Inserted;
+    use crate::request::CallRequest;
+    use crate::task::{ClipOutput, ModelFamily, Tenant};
+
+    /// A compare-and-swap task store in memory: enough to test the logic of
+    /// this module (the real stores have their own adapter tests).
+    #[derive(Default)]
+    struct MemoryTasks(Mutex<HashMap<TaskId, Task>>);
+
+    #[async_trait]
+    impl TaskStore for MemoryTasks {
+        async fn insert(&self, task: &Task) -> PortResult<Inserted> {
+            self.0.lock().unwrap().insert(task.id.clone(), task.clone());
+            Ok(Inserted::Created)
+        }
+        async fn get(&self, id: &TaskId) -> PortResult<Option<Task>> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+        async fn replace(&self, task: &Task, expected_version: u64) -> PortResult<bool> {
+            let mut tasks = self.0.lock().unwrap();
+            match tasks.get(&task.id) {
+                Some(current) if current.version == expected_version => {
+                    tasks.insert(task.id.clone(), task.clone());
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn ping(&self) -> PortResult<()> {
+            Ok(())
+        }
+    }
+
+    fn ttl() -> ChronoDuration {
+        ChronoDuration::hours(1)
+    }
+
+    fn new_task(samples: usize) -> Task {
+        let now = Utc::now();
+        Task {
+            id: TaskId::generate(),
+            tenant: Tenant::new("t"),
+            request: CallRequest {
+                family: ModelFamily::Music,
+                prompt: "p".into(),
+                duration: 1.0,
+                samples: samples as u8,
+                user_id: "u".into(),
+                params: Default::default(),
+                format: Default::default(),
+                callback_url: None,
+                ttl_seconds: None,
+            },
+            status: TaskStatus::Queued,
+            progress: 0.0,
+            stages: vec![None; samples],
+            stage_progress: vec![0.0; samples],
+            error: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            queue_deadline: None,
+            retain_until: None,
+            idempotency_key: None,
+            request_fingerprint: String::new(),
+            callback: CallbackState::Pending,
+            callback_url: None,
+            jobs_enqueued: true,
+            version: 1,
+        }
+    }
+
+    /// A store holding one task of `samples` stages brought to `status`.
+    async fn store_with(status: TaskStatus, samples: usize) -> (MemoryTasks, TaskId) {
+        let store = MemoryTasks::default();
+        let mut task = new_task(samples);
+        let now = Utc::now();
+        match status {
+            TaskStatus::Queued => {}
+            TaskStatus::Running => task.transition(status, None, now, ttl()).unwrap(),
+            final_status => {
+                if final_status != TaskStatus::Expired && final_status != TaskStatus::Canceled {
+                    task.transition(TaskStatus::Running, None, now, ttl())
+                        .unwrap();
+                }
+                let error = (final_status == TaskStatus::Failed)
+                    .then(|| TaskError::new(ErrorCode::EngineError, "boom"));
+                task.transition(final_status, error, now, ttl()).unwrap();
+            }
+        }
+        let id = task.id.clone();
+        store.insert(&task).await.unwrap();
+        (store, id)
+    }
+
+    fn clip() -> StageOutcome {
+        StageOutcome::Succeeded {
+            clip: ClipOutput {
+                blob_key: "k".into(),
+                content_type: "audio/wav".into(),
+                duration: 1.0,
+                sample_rate: 32000,
+                channels: 1,
+                bytes: 44,
+                sha256: "0".into(),
+            },
+            inference_ms: 5,
+        }
+    }
+
+    fn failure() -> StageOutcome {
+        StageOutcome::Failed {
+            error: TaskError::new(ErrorCode::GenerationRejected, "too long"),
+        }
+    }
+
+    async fn status_of(store: &MemoryTasks, id: &TaskId) -> TaskStatus {
+        store.get(id).await.unwrap().unwrap().status
+    }
+
+    #[tokio::test]
+    async fn starting_a_stage_from_every_status() {
+        for from in TaskStatus::ALL {
+            let (store, id) = store_with(from, 2).await;
+            let (_, outcome) = start_stage(&store, &id, 0, Utc::now(), ttl())
+                .await
+                .unwrap()
+                .unwrap();
+            let expected = match from {
+                TaskStatus::Queued | TaskStatus::Running => StageStart::Run,
+                other => StageStart::TaskFinal(other),
+            };
+            assert_eq!(outcome, expected, "from {from}");
+            let after = if from == TaskStatus::Queued {
+                TaskStatus::Running
+            } else {
+                from
+            };
+            assert_eq!(status_of(&store, &id).await, after, "from {from}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_task_past_its_deadline_expires_when_a_worker_or_a_reader_sees_it() {
+        for reader in [false, true] {
+            let store = MemoryTasks::default();
+            let mut task = new_task(1);
+            task.queue_deadline = Some(Utc::now() - ChronoDuration::seconds(1));
+            store.insert(&task).await.unwrap();
+            if reader {
+                let (expired, did) = expire_if_due(&store, &task.id, Utc::now(), ttl())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(did);
+                assert!(expired.retain_until.is_some());
+            } else {
+                let (expired, outcome) = start_stage(&store, &task.id, 0, Utc::now(), ttl())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(outcome, StageStart::JustExpired);
+                assert!(
+                    expired.retain_until.is_some(),
+                    "an expired result is kept for RESULT_TTL, not forever"
+                );
+            }
+            let stored = store.get(&task.id).await.unwrap().unwrap();
+            assert_eq!(stored.status, TaskStatus::Expired);
+            assert_eq!(stored.error.map(|e| e.code), Some(ErrorCode::Expired));
+        }
+        // A running task never expires.
+        let (store, id) = store_with(TaskStatus::Running, 1).await;
+        let (_, did) = expire_if_due(&store, &id, Utc::now(), ttl())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!did);
+    }
+
+    #[tokio::test]
+    async fn recording_every_stage_makes_the_task_final_with_the_first_error() {
+        let (store, id) = store_with(TaskStatus::Running, 3).await;
+        for (index, outcome) in [(1, failure()), (0, clip())] {
+            let (_, recorded) = record_stage(&store, &id, index, &outcome, Utc::now(), ttl())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                recorded,
+                StageRecorded::Recorded {
+                    task_became_final: false
+                }
+            );
+        }
+        let (task, recorded) = record_stage(&store, &id, 2, &clip(), Utc::now(), ttl())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            recorded,
+            StageRecorded::Recorded {
+                task_became_final: true
+            }
+        );
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert_eq!(
+            task.error.map(|e| e.code),
+            Some(ErrorCode::GenerationRejected)
+        );
+        assert_eq!(task.progress, 1.0);
+
+        let (_, again) = record_stage(&store, &id, 2, &clip(), Utc::now(), ttl())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, StageRecorded::TaskWasFinal);
+    }
+
+    #[tokio::test]
+    async fn recording_a_stage_from_every_status() {
+        for from in TaskStatus::ALL {
+            let (store, id) = store_with(from, 1).await;
+            let (task, recorded) = record_stage(&store, &id, 0, &clip(), Utc::now(), ttl())
+                .await
+                .unwrap()
+                .unwrap();
+            if from.is_final() {
+                assert_eq!(recorded, StageRecorded::TaskWasFinal, "from {from}");
+                assert_eq!(task.status, from);
+            } else {
+                assert_eq!(
+                    recorded,
+                    StageRecorded::Recorded {
+                        task_became_final: true
+                    },
+                    "from {from}"
+                );
+                assert_eq!(task.status, TaskStatus::Succeeded);
+                assert!(task.started_at.is_some());
+            }
+        }
+        let (store, id) = store_with(TaskStatus::Running, 2).await;
+        record_stage(&store, &id, 0, &clip(), Utc::now(), ttl())
+            .await
+            .unwrap();
+        let (_, dup) = record_stage(&store, &id, 0, &failure(), Utc::now(), ttl())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(dup, StageRecorded::Duplicate);
+        let (_, out_of_range) = record_stage(&store, &id, 9, &clip(), Utc::now(), ttl())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out_of_range, StageRecorded::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn cancel_and_fail_from_every_status() {
+        for from in TaskStatus::ALL {
+            let (store, id) = store_with(from, 1).await;
+            let (task, outcome) = cancel(&store, &id, Utc::now(), ttl())
+                .await
+                .unwrap()
+                .unwrap();
+            if from.is_final() {
+                assert_eq!(outcome, CancelOutcome::AlreadyFinal(from));
+                assert_eq!(task.status, from);
+            } else {
+                assert_eq!(outcome, CancelOutcome::Canceled);
+                assert_eq!(status_of(&store, &id).await, TaskStatus::Canceled);
+            }
+
+            let (store, id) = store_with(from, 1).await;
+            let error = TaskError::new(ErrorCode::JobFailedRepeatedly, "crashed");
+            let (_, failed) = fail(&store, &id, error.clone(), Utc::now(), ttl())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(failed, !from.is_final(), "from {from}");
+            let stored = store.get(&id).await.unwrap().unwrap();
+            if !from.is_final() {
+                assert_eq!(stored.status, TaskStatus::Failed);
+                assert_eq!(stored.error, Some(error));
+            } else {
+                assert_eq!(stored.status, from);
+            }
+        }
+        let store = MemoryTasks::default();
+        assert!(cancel(&store, &TaskId::generate(), Utc::now(), ttl())
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn progress_only_grows_and_only_while_running() {
+        let (store, id) = store_with(TaskStatus::Running, 2).await;
+        set_stage_progress(&store, &id, 0, 0.5).await.unwrap();
+        set_stage_progress(&store, &id, 0, 0.25).await.unwrap();
+        let task = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(task.stage_progress, vec![0.5, 0.0]);
+        assert_eq!(task.progress, 0.25);
+        let (store, id) = store_with(TaskStatus::Canceled, 1).await;
+        assert_eq!(
+            set_stage_progress(&store, &id, 0, 0.5).await.unwrap(),
+            Some(TaskStatus::Canceled)
+        );
+        assert_eq!(store.get(&id).await.unwrap().unwrap().progress, 0.0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_stage_results_are_all_kept() {
+        let (store, id) = store_with(TaskStatus::Running, 4).await;
+        let store = std::sync::Arc::new(store);
+        let writers = (0..4).map(|index| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                record_stage(store.as_ref(), &id, index, &clip(), Utc::now(), ttl()).await
+            })
+        });
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let task = store.get(&id).await.unwrap().unwrap();
+        assert!(task.all_stages_done());
+        assert_eq!(task.status, TaskStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn callback_state_moves_only_from_the_given_states() {
+        let (store, id) = store_with(TaskStatus::Succeeded, 1).await;
+        assert!(set_callback_state(
+            &store,
+            &id,
+            &[CallbackState::Pending],
+            CallbackState::Scheduled
+        )
+        .await
+        .unwrap());
+        assert!(!set_callback_state(
+            &store,
+            &id,
+            &[CallbackState::Pending],
+            CallbackState::Scheduled
+        )
+        .await
+        .unwrap());
+        assert!(set_callback_state(
+            &store,
+            &id,
+            &[CallbackState::Pending, CallbackState::Scheduled],
+            CallbackState::Delivered
+        )
+        .await
+        .unwrap());
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().callback,
+            CallbackState::Delivered
+        );
+    }
 }

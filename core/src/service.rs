@@ -8,39 +8,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use serde_json::Value;
+use chrono::{Duration as ChronoDuration, Utc};
 
-use crate::final_watch::FinalWatch;
+use crate::error_code::ErrorCode;
 use crate::messages::{encode, Job};
-use crate::ports::{
-    Backend, BackendError, BlobStore, CallbackSender, Inserted, JobQueue, QueueName, ResultCache,
-    StatsQuery, StatsStore, TaskStore,
-};
+use crate::ports::{Backend, BackendError, Inserted, Ports, QueueName, StatsQuery};
 use crate::records::{self, CancelOutcome};
-use crate::request::{parse_call_request, RequestError};
-use crate::settings::Settings;
-use crate::task::{CallbackState, ModelFamily, StageOutcome, Task, TaskId, TaskStatus, Tenant};
+use crate::request::{CallRequest, RequestError, StatsRequest};
+use crate::settings::ServiceSettings;
+use crate::task::{to_chrono, CallbackState, ModelFamily, Task, TaskId, TaskStatus, Tenant};
 use crate::view::{
-    HealthDocument, OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument,
+    document, HealthDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument,
 };
-
-/// Every backend the domain talks to.
-#[derive(Clone)]
-pub struct Ports {
-    pub tasks: Arc<dyn TaskStore>,
-    pub queue: Arc<dyn JobQueue>,
-    pub cache: Arc<dyn ResultCache>,
-    pub stats: Arc<dyn StatsStore>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub callbacks: Arc<dyn CallbackSender>,
-    /// In-process wake-ups for `/v1/generate` waiters.
-    pub finals: Arc<FinalWatch>,
-    /// Whether final results go through `cache` as well as the task store:
-    /// worth it where the cache is the faster store (Redis in front of
-    /// DynamoDB). Stage results always go through the cache.
-    pub cache_final_results: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -69,13 +48,33 @@ pub enum Submitted {
     Replayed(SubmitDocument),
 }
 
+impl ServiceError {
+    /// The contract's code for this error; the HTTP status and Retry-After
+    /// follow from it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Request(e) => e.code,
+            ServiceError::NotFound(_) => ErrorCode::TaskNotFound,
+            ServiceError::ResultExpired(_) => ErrorCode::ExpiredResult,
+            ServiceError::AlreadyFinal { .. } => ErrorCode::TaskAlreadyFinal,
+            ServiceError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            ServiceError::NotDeployed(_) => ErrorCode::ModelNotDeployed,
+            ServiceError::QueueFull(_) => ErrorCode::QueueFull,
+            ServiceError::Backend(BackendError::Unavailable { .. }) => {
+                ErrorCode::BackendUnavailable
+            }
+            ServiceError::Backend(BackendError::Corrupt { .. }) => ErrorCode::InternalError,
+        }
+    }
+}
+
 pub struct TaskService {
     pub ports: Ports,
-    pub settings: Arc<Settings>,
+    pub settings: Arc<ServiceSettings>,
 }
 
 impl TaskService {
-    pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
+    pub fn new(ports: Ports, settings: Arc<ServiceSettings>) -> Self {
         Self { ports, settings }
     }
 
@@ -83,20 +82,13 @@ impl TaskService {
         to_chrono(self.settings.result_ttl)
     }
 
-    /// Checks and records a task, then queues one job per sample.
+    /// Records a checked request as a task, then queues one job per sample.
     pub async fn submit(
         &self,
         tenant: &Tenant,
-        body: &Value,
+        request: CallRequest,
         idempotency_key: Option<&str>,
-        extra_fields: &[&str],
     ) -> Result<Submitted, ServiceError> {
-        let request = parse_call_request(
-            body,
-            &self.settings.limits,
-            self.settings.marketplace_callback.as_deref(),
-            extra_fields,
-        )?;
         let family = request.family;
         if !self.settings.deployed.contains(&family) {
             return Err(ServiceError::NotDeployed(family));
@@ -112,7 +104,7 @@ impl TaskService {
         let callback_url = request
             .callback_url
             .clone()
-            .or_else(|| self.settings.marketplace_callback.clone());
+            .or_else(|| self.settings.callbacks.marketplace_callback.clone());
         let samples = usize::from(request.samples);
         let task = Task {
             id: TaskId::generate(),
@@ -231,7 +223,7 @@ impl TaskService {
                 self.announce_final(&task.id).await?;
             }
         }
-        document(&self.ports, &self.settings, &task)
+        document(&self.ports, self.settings.url_ttl, &task)
             .await
             .map_err(Into::into)
     }
@@ -258,7 +250,7 @@ impl TaskService {
             }),
             Some((canceled, CancelOutcome::Canceled)) => {
                 self.announce_final(&canceled.id).await?;
-                document(&self.ports, &self.settings, &canceled)
+                document(&self.ports, self.settings.url_ttl, &canceled)
                     .await
                     .map_err(Into::into)
             }
@@ -310,10 +302,9 @@ impl TaskService {
     pub async fn stats(
         &self,
         tenant: &Tenant,
-        user_id: Option<String>,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
+        request: StatsRequest,
     ) -> Result<StatsDocument, ServiceError> {
+        let StatsRequest { user_id, from, to } = request;
         let query = StatsQuery {
             tenant: tenant.clone(),
             user_id: user_id.clone(),
@@ -375,41 +366,4 @@ impl TaskService {
             queues,
         }
     }
-}
-
-/// The result document of a task, with outputs presigned when it succeeded.
-pub async fn document(
-    ports: &Ports,
-    settings: &Settings,
-    task: &Task,
-) -> Result<TaskDocument, BackendError> {
-    let outputs = if task.status == TaskStatus::Succeeded {
-        let mut outputs = Vec::with_capacity(task.stages.len());
-        for stage in task.stages.iter().flatten() {
-            if let StageOutcome::Succeeded { clip, .. } = stage {
-                let url = ports
-                    .blobs
-                    .presign_get(&clip.blob_key, settings.url_ttl)
-                    .await?;
-                outputs.push(OutputDocument {
-                    url: url.url,
-                    expires_at: url.expires_at,
-                    content_type: clip.content_type.clone(),
-                    duration: clip.duration,
-                    sample_rate: clip.sample_rate,
-                    channels: clip.channels,
-                    bytes: clip.bytes,
-                    sha256: clip.sha256.clone(),
-                });
-            }
-        }
-        Some(outputs)
-    } else {
-        None
-    };
-    Ok(TaskDocument::of(task, outputs))
-}
-
-pub fn to_chrono(d: Duration) -> ChronoDuration {
-    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }

@@ -7,10 +7,12 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error_code::ErrorCode;
+pub use crate::family::ModelFamily;
 use crate::request::TaskRequest;
 
 /// Opaque task identifier: a UUIDv7, so ids sort by creation time.
@@ -68,43 +70,6 @@ impl fmt::Display for Tenant {
     }
 }
 
-/// Which AudioCraft model family serves a task.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFamily {
-    /// MusicGen: music from a description.
-    Music,
-    /// AudioGen: sound effects from a description.
-    Audio,
-}
-
-impl ModelFamily {
-    pub const ALL: [ModelFamily; 2] = [ModelFamily::Music, ModelFamily::Audio];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelFamily::Music => "music",
-            ModelFamily::Audio => "audio",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "music" => Some(ModelFamily::Music),
-            "audio" => Some(ModelFamily::Audio),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ModelFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// `queued → running → succeeded | failed | canceled`, and `expired` when the
 /// queue deadline (`ttl_seconds`) passes before any job starts.
 #[derive(
@@ -134,7 +99,8 @@ impl TaskStatus {
         !matches!(self, TaskStatus::Queued | TaskStatus::Running)
     }
 
-    /// The only edges of the status machine.
+    /// The only edges of the status machine; [`Task::transition`] is the
+    /// only code that changes a status, and it asks this first.
     pub fn can_become(self, next: TaskStatus) -> bool {
         use TaskStatus::*;
         matches!(
@@ -174,17 +140,25 @@ impl fmt::Display for TaskStatus {
 /// Why a task or one of its stages failed, in the contract's `{code, message}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl TaskError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
+}
+
+/// A status change the machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} task cannot become {to}")]
+pub struct IllegalTransition {
+    pub from: TaskStatus,
+    pub to: TaskStatus,
 }
 
 /// Where one generated clip lives and what it is. The download URL is not
@@ -260,6 +234,55 @@ pub struct Task {
 }
 
 impl Task {
+    /// Moves the task to `to`: the one place a status changes. Refuses an
+    /// edge [`TaskStatus::can_become`] does not allow, and stamps what goes
+    /// with the new status: the start time, or for a final status the
+    /// completion time, how long the result is kept, and the error (`error`
+    /// for `failed`; fixed ones for `canceled` and `expired`).
+    pub fn transition(
+        &mut self,
+        to: TaskStatus,
+        error: Option<TaskError>,
+        now: DateTime<Utc>,
+        result_ttl: ChronoDuration,
+    ) -> Result<(), IllegalTransition> {
+        if !self.status.can_become(to) {
+            return Err(IllegalTransition {
+                from: self.status,
+                to,
+            });
+        }
+        self.status = to;
+        match to {
+            TaskStatus::Queued => {}
+            TaskStatus::Running => {
+                self.started_at.get_or_insert(now);
+            }
+            TaskStatus::Succeeded
+            | TaskStatus::Failed
+            | TaskStatus::Canceled
+            | TaskStatus::Expired => {
+                self.completed_at = Some(now);
+                self.retain_until = Some(now.checked_add_signed(result_ttl).unwrap_or(now));
+                self.error = match to {
+                    TaskStatus::Canceled => Some(TaskError::new(
+                        ErrorCode::Canceled,
+                        "the task was canceled by the client",
+                    )),
+                    TaskStatus::Expired => Some(TaskError::new(
+                        ErrorCode::Expired,
+                        "the task was not started before its ttl_seconds passed",
+                    )),
+                    TaskStatus::Failed => Some(error.unwrap_or_else(|| {
+                        TaskError::new(ErrorCode::InternalError, "the task failed")
+                    })),
+                    _ => None,
+                };
+            }
+        }
+        Ok(())
+    }
+
     pub fn samples(&self) -> usize {
         self.stages.len()
     }
@@ -325,6 +348,12 @@ pub fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     u64::try_from((to - from).num_milliseconds()).unwrap_or(0)
 }
 
+/// A settings duration as a time span on the task clock; beyond chrono's
+/// range it saturates (a result kept "forever").
+pub fn to_chrono(d: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +372,90 @@ mod tests {
         assert!(!TaskStatus::Running.can_become(TaskStatus::Expired));
         assert!(!TaskStatus::Running.can_become(TaskStatus::Queued));
         assert!(TaskStatus::Queued.can_become(TaskStatus::Expired));
+    }
+
+    #[test]
+    fn a_transition_is_applied_exactly_when_the_machine_allows_it() {
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let mut task = sample_task(from);
+                let before = task.clone();
+                let now = task.created_at + ChronoDuration::seconds(5);
+                let result = task.transition(to, None, now, ChronoDuration::hours(1));
+                if from.can_become(to) {
+                    assert!(result.is_ok(), "{from} -> {to}");
+                    assert_eq!(task.status, to);
+                    assert_eq!(task.completed_at.is_some(), to.is_final(), "{from} -> {to}");
+                    assert_eq!(
+                        task.error.is_some(),
+                        matches!(
+                            to,
+                            TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Expired
+                        ),
+                        "{from} -> {to}"
+                    );
+                    if to.is_final() {
+                        assert_eq!(task.retain_until, Some(now + ChronoDuration::hours(1)));
+                    }
+                } else {
+                    assert_eq!(result, Err(IllegalTransition { from, to }));
+                    assert_eq!(task, before, "a refused transition changes nothing");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn starting_keeps_the_first_start_time_and_failing_keeps_the_given_error() {
+        let mut task = sample_task(TaskStatus::Queued);
+        let t0 = task.created_at;
+        task.transition(TaskStatus::Running, None, t0, ChronoDuration::zero())
+            .unwrap();
+        let error = TaskError::new(ErrorCode::EngineError, "out of memory");
+        task.transition(
+            TaskStatus::Failed,
+            Some(error.clone()),
+            t0 + ChronoDuration::seconds(1),
+            ChronoDuration::zero(),
+        )
+        .unwrap();
+        assert_eq!(task.started_at, Some(t0));
+        assert_eq!(task.error, Some(error));
+    }
+
+    fn sample_task(status: TaskStatus) -> Task {
+        let request = crate::request::CallRequest {
+            family: ModelFamily::Music,
+            prompt: "p".into(),
+            duration: 1.0,
+            samples: 1,
+            user_id: "u".into(),
+            params: Default::default(),
+            format: Default::default(),
+            callback_url: None,
+            ttl_seconds: None,
+        };
+        Task {
+            id: TaskId::generate(),
+            tenant: Tenant::new("t"),
+            request,
+            status,
+            progress: 0.0,
+            stages: vec![None],
+            stage_progress: vec![0.0],
+            error: None,
+            created_at: Utc::now(),
+            started_at: None,
+            completed_at: None,
+            queue_deadline: None,
+            retain_until: None,
+            idempotency_key: None,
+            request_fingerprint: String::new(),
+            callback: CallbackState::NotRequested,
+            callback_url: None,
+            jobs_enqueued: true,
+            version: 1,
+        }
     }
 
     #[test]

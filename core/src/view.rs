@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ports::{Percentiles, RecentTask};
-use crate::task::{ModelFamily, Task, TaskError, TaskStatus};
+use crate::ports::{BackendError, Percentiles, Ports, RecentTask};
+use crate::task::{ModelFamily, StageOutcome, Task, TaskError, TaskStatus};
 
 /// One generated clip as a client downloads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -84,6 +84,37 @@ impl TaskDocument {
     }
 }
 
+/// The result document of a task, with outputs presigned afresh when it
+/// succeeded (what `/v1/result` answers and the callback carries).
+pub async fn document(
+    ports: &Ports,
+    url_ttl: std::time::Duration,
+    task: &Task,
+) -> Result<TaskDocument, BackendError> {
+    let outputs = if task.status == TaskStatus::Succeeded {
+        let mut outputs = Vec::with_capacity(task.stages.len());
+        for stage in task.stages.iter().flatten() {
+            if let StageOutcome::Succeeded { clip, .. } = stage {
+                let url = ports.blobs.presign_get(&clip.blob_key, url_ttl).await?;
+                outputs.push(OutputDocument {
+                    url: url.url,
+                    expires_at: url.expires_at,
+                    content_type: clip.content_type.clone(),
+                    duration: clip.duration,
+                    sample_rate: clip.sample_rate,
+                    channels: clip.channels,
+                    bytes: clip.bytes,
+                    sha256: clip.sha256.clone(),
+                });
+            }
+        }
+        Some(outputs)
+    } else {
+        None
+    };
+    Ok(TaskDocument::of(task, outputs))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskLinks {
     pub result: String,
@@ -151,7 +182,7 @@ pub struct ErrorDocument {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    pub code: String,
+    pub code: crate::error_code::ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use sound_creator_aws::{AwsBackends, AwsSettings};
+use sound_creator_aws::AwsBackends;
 use sound_creator_core::completion::{Completion, CompletionOutcome};
 use sound_creator_core::messages::{decode, CompletionEvent, MalformedMessage};
-use sound_creator_core::ports::{BackendError, CallbackSender};
-use sound_creator_core::service::Ports;
-use sound_creator_core::settings::Settings;
+use sound_creator_core::ports::{BackendError, CallbackSender, Ports};
+use sound_creator_core::settings::ServiceSettings;
+use sound_creator_settings::{process_env, Settings};
 use sound_creator_webhook::HttpCallbackSender;
 use tracing_subscriber::EnvFilter;
 
@@ -51,7 +51,7 @@ impl RecordOutcome {
 /// `ReportBatchItemFailures`).
 pub async fn handle_completion_batch(
     ports: &Ports,
-    settings: &Settings,
+    settings: &ServiceSettings,
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let step = Completion { ports, settings };
@@ -113,18 +113,6 @@ fn outcome_error(outcome: &RecordOutcome) -> String {
 // ---------------------------------------------------------------------------
 // Cold start
 
-/// Settings a deployment keeps in Secrets Manager. For each, `<NAME>` in the
-/// environment wins; otherwise `<NAME>_SECRET_ARN` names the secret to read
-/// at cold start. ECS injects secrets into the environment by itself; Lambda
-/// does not, hence this.
-pub const SECRET_SETTINGS: [&str; 5] = [
-    "MARKETPLACE_TOKEN",
-    "MARKETPLACE_CALLBACK",
-    "API_KEYS",
-    "WEBHOOK_SECRET",
-    "POSTGRES_PASSWORD",
-];
-
 /// A reference to a secret: `<arn>` for a plain-string secret, or
 /// `<arn>#<field>` for one field of a JSON secret (RDS-managed master
 /// passwords are stored as `{"username": ..., "password": ...}`).
@@ -164,24 +152,18 @@ impl SecretRef {
 }
 
 /// The secret references to resolve: `(setting name, reference)` for every
-/// setting of [`SECRET_SETTINGS`] that is not set directly.
+/// secret setting that is not set directly but names `<NAME>_SECRET_ARN`.
 pub fn secret_refs(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<(&'static str, SecretRef)>> {
-    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-    let mut refs = Vec::new();
-    for name in SECRET_SETTINGS {
-        if get(name).is_some() {
-            continue;
-        }
-        let arn_name = format!("{name}_SECRET_ARN");
-        if let Some(raw) = get(&arn_name) {
-            let reference = SecretRef::parse(&raw)
-                .with_context(|| format!("{arn_name} is not a secret reference"))?;
-            refs.push((name, reference));
-        }
-    }
-    Ok(refs)
+    Settings::secret_references(lookup)
+        .into_iter()
+        .map(|(name, raw)| {
+            SecretRef::parse(&raw)
+                .map(|reference| (name, reference))
+                .with_context(|| format!("{name}_SECRET_ARN is not a secret reference"))
+        })
+        .collect()
 }
 
 /// Reads the referenced secrets; the answer overlays the environment.
@@ -220,33 +202,26 @@ pub async fn resolve_secrets(
 /// start) and reused by every invocation.
 pub struct FunctionEnvironment {
     pub ports: Ports,
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
 }
 
 impl FunctionEnvironment {
     /// Reads the settings (environment plus referenced secrets) and connects
     /// the AWS backends.
     pub async fn from_env() -> anyhow::Result<Self> {
-        let env = |name: &str| std::env::var(name).ok();
         // The SDK configuration (region, credentials) does not depend on the
-        // secrets, so a first read of the AWS settings can build it.
-        let bootstrap = AwsSettings::from_lookup(env).context("invalid AWS settings")?;
-        let sdk = sound_creator_aws::sdk_config(&bootstrap).await;
-        let secrets = resolve_secrets(&sdk, secret_refs(env)?).await?;
-        let lookup = |name: &str| {
-            secrets
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
-        };
-
-        let settings = Arc::new(Settings::from_lookup(lookup).context("invalid settings")?);
-        let aws = AwsSettings::from_lookup(lookup).context("invalid AWS settings")?;
-        let backends = AwsBackends::connect(&aws)
+        // secrets, so a first read of the settings can build it.
+        let bootstrap = Settings::from_env().context("invalid settings")?;
+        let sdk = sound_creator_aws::sdk_config(&bootstrap.aws).await;
+        let secrets = resolve_secrets(&sdk, secret_refs(process_env)?).await?;
+        let settings =
+            Settings::from_lookup(|name| secrets.get(name).cloned().or_else(|| process_env(name)))
+                .context("invalid settings")?;
+        let backends = AwsBackends::connect(&settings.aws)
             .await
             .context("Failed to connect the AWS backends")?;
         let callbacks: Arc<dyn CallbackSender> = Arc::new(
-            HttpCallbackSender::new(settings.callback_timeout)
+            HttpCallbackSender::new(settings.service.callbacks.timeout)
                 .context("Failed to build the HTTP client for callbacks")?,
         );
         let ports = backends.into_ports(callbacks);
@@ -258,7 +233,10 @@ impl FunctionEnvironment {
 /// `RUST_LOG` sets the filter (default `info`). No ANSI colours, no time
 /// stamps of our own: CloudWatch adds them.
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directive = sound_creator_settings::TelemetrySettings::from_env()
+        .map(|t| t.log_filter)
+        .unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -304,6 +282,7 @@ mod tests {
             ("MARKETPLACE_TOKEN_SECRET_ARN", "arn:token"),
             ("POSTGRES_PASSWORD_SECRET_ARN", "arn:rds#password"),
             ("WEBHOOK_SECRET_SECRET_ARN", ""),
+            ("REDIS_HOST_SECRET_ARN", "arn:not-a-secret"),
         ]);
         let refs = secret_refs(|name| vars.get(name).map(|v| (*v).to_owned())).expect("valid");
         assert_eq!(

@@ -14,13 +14,14 @@ use http_body_util::BodyExt;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, LambdaEvent, Service};
 use serde_json::{json, Value};
-use sound_creator_core::ports::CallbackSender;
-use sound_creator_core::service::{Ports, Submitted, TaskService};
-use sound_creator_core::settings::Settings;
+use sound_creator_core::ports::{CallbackSender, Ports};
+use sound_creator_core::request::CallRequest;
+use sound_creator_core::service::{Submitted, TaskService};
 use sound_creator_core::task::{TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
 use sound_creator_functions::api::{app, AppState};
 use sound_creator_functions::lambda::handle_completion_batch;
+use sound_creator_settings::Settings;
 use sound_creator_webhook::HttpCallbackSender;
 use tower::ServiceExt;
 
@@ -54,11 +55,18 @@ impl Backends {
     }
 
     fn service(&self) -> Arc<TaskService> {
-        Arc::new(TaskService::new(self.ports.clone(), self.settings.clone()))
+        Arc::new(TaskService::new(
+            self.ports.clone(),
+            Arc::new(self.settings.service.clone()),
+        ))
     }
 
     fn router(&self) -> axum::Router {
-        app(AppState::new(self.service(), None))
+        app(AppState::new(
+            self.service(),
+            Arc::new(self.settings.api.clone()),
+            None,
+        ))
     }
 }
 
@@ -235,14 +243,16 @@ async fn api_gateway_receives_the_answer_in_the_payload_2_0_response_shape() {
 
 /// The recorded batch with its first record aimed at a real task.
 async fn recorded_batch_for(backends: &Backends) -> (TaskId, SqsEvent) {
+    let settings = &backends.settings.service;
+    let request = CallRequest::parse(
+        &json!({"type": "music", "prompt": "rain on a tin roof, slow piano", "duration": 8, "user_id": "user-42"}),
+        &settings.limits,
+        &settings.callbacks,
+    )
+    .expect("a valid request");
     let submitted = backends
         .service()
-        .submit(
-            &Tenant::new("marketplace"),
-            &json!({"type": "music", "prompt": "rain on a tin roof, slow piano", "duration": 8, "user_id": "user-42"}),
-            None,
-            &[],
-        )
+        .submit(&Tenant::new("marketplace"), request, None)
         .await
         .expect("submit");
     let Submitted::Created(document) = submitted else {
@@ -269,7 +279,8 @@ async fn only_the_unreadable_record_of_a_batch_is_reported_as_failed() {
     let backends = Backends::open().await;
     let (task_id, event) = recorded_batch_for(&backends).await;
 
-    let response = handle_completion_batch(&backends.ports, &backends.settings, event).await;
+    let response =
+        handle_completion_batch(&backends.ports, &backends.settings.service, event).await;
 
     assert_eq!(
         reported_ids(&response),
@@ -295,7 +306,7 @@ async fn only_the_unreadable_record_of_a_batch_is_reported_as_failed() {
 async fn a_redelivered_batch_changes_nothing_and_still_reports_only_the_unreadable_record() {
     let backends = Backends::open().await;
     let (task_id, event) = recorded_batch_for(&backends).await;
-    handle_completion_batch(&backends.ports, &backends.settings, event.clone()).await;
+    handle_completion_batch(&backends.ports, &backends.settings.service, event.clone()).await;
     let before = backends
         .ports
         .tasks
@@ -304,7 +315,8 @@ async fn a_redelivered_batch_changes_nothing_and_still_reports_only_the_unreadab
         .expect("answers")
         .expect("task");
 
-    let response = handle_completion_batch(&backends.ports, &backends.settings, event).await;
+    let response =
+        handle_completion_batch(&backends.ports, &backends.settings.service, event).await;
 
     assert_eq!(
         reported_ids(&response),
@@ -332,7 +344,8 @@ async fn every_record_is_reported_for_retry_when_the_task_store_is_down() {
         .collect();
     backends.store.close().await;
 
-    let response = handle_completion_batch(&backends.ports, &backends.settings, event).await;
+    let response =
+        handle_completion_batch(&backends.ports, &backends.settings.service, event).await;
 
     assert_eq!(reported_ids(&response), all);
 }

@@ -10,24 +10,23 @@ use std::time::Duration;
 
 use sound_creator_core::completion::Completion;
 use sound_creator_core::messages::{decode, CompletionEvent};
-use sound_creator_core::ports::{BackendError, QueueName};
-use sound_creator_core::service::Ports;
-use sound_creator_core::settings::Settings;
+use sound_creator_core::ports::{BackendError, Ports, QueueName};
+use sound_creator_core::settings::ServiceSettings;
 
 use crate::job_loop::ExecutionOutcome;
 
 pub struct CompletionLoop {
     pub ports: Ports,
-    pub settings: Arc<Settings>,
+    pub settings: Arc<ServiceSettings>,
     pub poll_wait: Duration,
     pub batch: usize,
 }
 
 impl CompletionLoop {
-    pub fn new(ports: Ports, settings: Arc<Settings>) -> Self {
-        // `/v1/generate` waiters sharing these ports can now sleep until this
-        // loop signals their task final.
-        ports.finals.mark_completion_local();
+    /// A completion loop over `ports`. Where it runs in the same process as
+    /// the API, the caller also marks `ports.finals` local, so that
+    /// `/v1/generate` waiters sleep until this loop signals their task.
+    pub fn new(ports: Ports, settings: Arc<ServiceSettings>) -> Self {
         Self {
             ports,
             settings,

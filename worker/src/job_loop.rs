@@ -23,13 +23,15 @@ use sound_creator_core::audio::{
     encode_wav, AudioGenerator, Clip, GenerationError, StepControl, StepObserver,
 };
 use sound_creator_core::completion::announce_final;
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
-use sound_creator_core::ports::{clip_key, BackendError, Delivery, QueueName};
+use sound_creator_core::ports::{clip_key, BackendError, Delivery, Ports, QueueName};
 use sound_creator_core::records::{self, StageStart};
 use sound_creator_core::request::AudioFormat;
-use sound_creator_core::service::Ports;
-use sound_creator_core::settings::Settings;
-use sound_creator_core::task::{ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus};
+use sound_creator_core::settings::ServiceSettings;
+use sound_creator_core::task::{
+    to_chrono, ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus,
+};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
@@ -49,12 +51,22 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn new(family: ModelFamily) -> Self {
+    /// A worker for `family` with the deployment's batch size and attempt
+    /// limit (`WORKER_MAX_BATCH`, `JOB_MAX_ATTEMPTS`) on a queue whose
+    /// visibility timeout is `visibility_timeout`.
+    pub fn new(
+        family: ModelFamily,
+        max_batch: usize,
+        max_attempts: u32,
+        visibility_timeout: Duration,
+    ) -> Self {
         Self {
             family,
-            visibility_timeout: Duration::from_secs(30),
-            max_batch: 1,
-            max_attempts: 3,
+            visibility_timeout,
+            max_batch: max_batch.max(1),
+            max_attempts: max_attempts.max(1),
+            // Long enough to cost nothing when idle, short enough that a
+            // stopping worker is not held up by its poll.
             poll_wait: Duration::from_secs(10),
             progress_interval: Duration::from_millis(250),
         }
@@ -71,7 +83,7 @@ pub enum ExecutionOutcome {
 
 pub struct Worker {
     ports: Ports,
-    settings: Arc<Settings>,
+    settings: Arc<ServiceSettings>,
     generator: Arc<dyn AudioGenerator>,
     config: WorkerConfig,
     /// Set on shutdown: the running batch stops at its next step.
@@ -96,7 +108,7 @@ struct Generated {
 impl Worker {
     pub fn new(
         ports: Ports,
-        settings: Arc<Settings>,
+        settings: Arc<ServiceSettings>,
         generator: Arc<dyn AudioGenerator>,
         config: WorkerConfig,
     ) -> Self {
@@ -234,7 +246,7 @@ impl Worker {
                 &delivery,
                 StageOutcome::Failed {
                     error: TaskError::new(
-                        "wrong_queue",
+                        ErrorCode::WrongQueue,
                         "the job was sent to another model family's queue",
                     ),
                 },
@@ -245,7 +257,7 @@ impl Worker {
         if delivery.receive_count > self.config.max_attempts {
             tracing::error!(task_id = %job.task_id, index = job.index, receive_count = delivery.receive_count, "job keeps failing; failing its stage");
             let error = TaskError::new(
-                "job_failed_repeatedly",
+                ErrorCode::JobFailedRepeatedly,
                 format!("the job was started {} times without finishing (worker crash, out of memory or a persistent engine error)", delivery.receive_count - 1),
             );
             self.finish_stage(&job, &delivery, StageOutcome::Failed { error })
@@ -257,6 +269,7 @@ impl Worker {
             &job.task_id,
             job.index,
             Utc::now(),
+            to_chrono(self.settings.result_ttl),
         )
         .await?
         {
@@ -371,7 +384,7 @@ impl Worker {
             }
             Err(GenerationError::Rejected(message)) => {
                 for runnable in &batch {
-                    let error = TaskError::new("generation_rejected", message.clone());
+                    let error = TaskError::new(ErrorCode::GenerationRejected, message.clone());
                     self.finish_stage(
                         &runnable.job,
                         &runnable.delivery,
@@ -384,7 +397,7 @@ impl Worker {
                 tracing::error!(error = %message, "generation failed; the jobs go back to the queue");
                 for runnable in &batch {
                     if runnable.delivery.receive_count >= self.config.max_attempts {
-                        let error = TaskError::new("engine_error", message.clone());
+                        let error = TaskError::new(ErrorCode::EngineError, message.clone());
                         self.finish_stage(
                             &runnable.job,
                             &runnable.delivery,

@@ -13,13 +13,14 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::json;
+use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
 use sound_creator_core::ports::{CallbackSender, QueueName, StatsQuery};
+use sound_creator_core::request::CallRequest;
 use sound_creator_core::service::{Submitted, TaskService};
-use sound_creator_core::settings::Settings;
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
-use sound_creator_audiocraft::engine::MusicGenEngine;
+use sound_creator_settings::Settings;
 use sound_creator_webhook::HttpCallbackSender;
 use sound_creator_worker::{CompletionLoop, ExecutionOutcome, Worker, WorkerConfig};
 
@@ -58,14 +59,13 @@ fn tiny_model() -> String {
 async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and_one_callback() {
     let dir = tempfile::tempdir().unwrap();
     let (hook_url, callback_ids) = callback_receiver().await;
-    let settings = Arc::new(
-        Settings::from_lookup(|name| match name {
-            "MARKETPLACE_TOKEN" => Some("t".into()),
-            "MARKETPLACE_CALLBACK" => Some(hook_url.clone()),
-            _ => None,
-        })
-        .unwrap(),
-    );
+    let all_settings = Settings::from_lookup(|name| match name {
+        "MARKETPLACE_TOKEN" => Some("t".into()),
+        "MARKETPLACE_CALLBACK" => Some(hook_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let settings = Arc::new(all_settings.service.clone());
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
         .await
         .unwrap();
@@ -76,7 +76,8 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
     let tenant = Tenant::new("marketplace");
 
     let body = json!({"type": "music", "prompt": "twice", "duration": 0.3, "user_id": "u1", "params": {"seed": 1}});
-    let Submitted::Created(doc) = service.submit(&tenant, &body, None, &[]).await.unwrap() else {
+    let request = CallRequest::parse(&body, &settings.limits, &settings.callbacks).unwrap();
+    let Submitted::Created(doc) = service.submit(&tenant, request, None).await.unwrap() else {
         panic!("created")
     };
     let task_id = TaskId::parse(&doc.task_id).unwrap();
@@ -97,11 +98,17 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
     let engine = MusicGenEngine::load(
         &tiny_model(),
         dir.path(),
+        &sound_creator_audiocraft::hub::HubSettings::offline(),
         tch::Device::Cpu,
         tch::Kind::Float,
     )
     .unwrap();
-    let mut config = WorkerConfig::new(ModelFamily::Music);
+    let mut config = WorkerConfig::new(
+        ModelFamily::Music,
+        1,
+        all_settings.worker.max_attempts,
+        Duration::from_secs(30),
+    );
     config.poll_wait = Duration::from_millis(100);
     let worker = Worker::new(ports.clone(), settings.clone(), Arc::new(engine), config);
     // Both deliveries are worked before any completion runs: the worst case.

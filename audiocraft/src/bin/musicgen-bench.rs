@@ -28,7 +28,13 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(2);
     let cache = std::env::temp_dir();
     let load_started = Instant::now();
-    let engine = MusicGenEngine::load(&args[1], &cache, Device::Cpu, kind)?;
+    let engine = MusicGenEngine::load(
+        &args[1],
+        &cache,
+        &sound_creator_audiocraft::hub::HubSettings::offline(),
+        Device::Cpu,
+        kind,
+    )?;
     let load_s = load_started.elapsed().as_secs_f64();
     let frames = engine.frames_for(seconds);
     let options = GenerateOptions {

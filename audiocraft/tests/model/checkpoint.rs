@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sound_creator_audiocraft::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
-use sound_creator_audiocraft::hub::{resolve_model_dir_with, HubSettings};
+use sound_creator_audiocraft::hub::HubSettings;
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
@@ -325,30 +325,36 @@ fn an_existing_local_directory_is_used_as_is() {
     let dir = write_dir(&stored_tensors());
     let cache = tempfile::tempdir().unwrap();
     let model = dir.path().to_str().unwrap();
-    assert_eq!(resolve_model_dir(model, cache.path()).unwrap(), dir.path());
+    assert_eq!(
+        resolve_model_dir(model, cache.path(), &HubSettings::offline()).unwrap(),
+        dir.path()
+    );
 }
 
 #[test]
 fn a_model_that_is_neither_a_directory_nor_a_hub_id_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
-    let message = resolve_model_dir("no-such-directory", cache.path())
+    let message = resolve_model_dir("no-such-directory", cache.path(), &HubSettings::offline())
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("no-such-directory") && message.contains("MUSIC_GEN_MODEL"),
+        message.contains("no-such-directory") && message.contains("local model directory"),
         "{message}"
     );
 }
 
 #[test]
 fn a_hub_id_without_cache_or_network_fails_quickly_and_points_at_a_local_directory() {
-    // The only test in this binary that touches the environment; port 9
-    // (discard) on loopback refuses the connection at once.
-    std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+    // Port 9 (discard) on loopback refuses the connection at once.
+    let settings = HubSettings {
+        endpoint: "http://127.0.0.1:9".into(),
+        token: None,
+        offline: false,
+    };
     let cache = tempfile::tempdir().unwrap();
     let started = Instant::now();
 
-    let error = resolve_model_dir("facebook/musicgen-small", cache.path()).unwrap_err();
+    let error = resolve_model_dir("facebook/musicgen-small", cache.path(), &settings).unwrap_err();
 
     assert!(
         started.elapsed() < Duration::from_secs(20),
@@ -450,7 +456,7 @@ fn a_sharded_hub_model_is_downloaded_once_then_served_from_the_cache() {
     };
     let cache = tempfile::tempdir().unwrap();
 
-    let dir = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap();
+    let dir = resolve_model_dir("org/model", cache.path(), &settings).unwrap();
 
     assert_eq!(dir, cache.path().join("org--model"));
     let vs = load(&dir).unwrap();
@@ -473,7 +479,7 @@ fn a_sharded_hub_model_is_downloaded_once_then_served_from_the_cache() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    let again = resolve_model_dir_with("org/model", cache.path(), &settings).unwrap();
+    let again = resolve_model_dir("org/model", cache.path(), &settings).unwrap();
     assert_eq!(again, dir);
     assert_eq!(
         requests.lock().unwrap().len(),
@@ -492,7 +498,7 @@ fn a_model_missing_on_the_hub_is_an_error_naming_the_url() {
     };
     let cache = tempfile::tempdir().unwrap();
 
-    let message = resolve_model_dir_with("org/model", cache.path(), &settings)
+    let message = resolve_model_dir("org/model", cache.path(), &settings)
         .unwrap_err()
         .to_string();
 
@@ -511,7 +517,7 @@ fn offline_mode_never_contacts_the_hub() {
         offline: true,
     };
     let cache = tempfile::tempdir().unwrap();
-    let message = resolve_model_dir_with("org/model", cache.path(), &settings)
+    let message = resolve_model_dir("org/model", cache.path(), &settings)
         .unwrap_err()
         .to_string();
     assert!(

@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use sound_creator_core::audio::{AudioGenerator, ClipRequest, StepControl, StepObserver};
-use sound_creator_core::request::GenerationParams;
 use sound_creator_audiocraft::generation::{Continue, GenerateOptions};
 use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_audiocraft::MusicGenEngine;
+use sound_creator_core::audio::{AudioGenerator, ClipRequest, StepControl, StepObserver};
+use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-musicgen")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen")
 }
 
 fn engine(kind: Kind) -> MusicGenEngine {
@@ -21,6 +21,7 @@ fn engine(kind: Kind) -> MusicGenEngine {
     MusicGenEngine::load(
         fixture_dir().to_str().expect("utf-8 path"),
         cache.path(),
+        &sound_creator_audiocraft::hub::HubSettings::offline(),
         Device::Cpu,
         kind,
     )

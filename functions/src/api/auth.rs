@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::task::Tenant;
 
 use super::error::ApiError;
@@ -34,15 +35,13 @@ pub async fn require_client_key(
         })
         .ok_or_else(ApiError::unauthorized)?;
     let tenant = state
-        .service
-        .settings
+        .api
         .client_keys
         .tenant_for(&presented)
         .ok_or_else(ApiError::unauthorized)?;
     if let Err(wait_seconds) = state.rate_limiter.admit(&tenant) {
         return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!(
                 "too many requests for this client key; the limit is {} a minute",
                 state.rate_limiter.per_minute

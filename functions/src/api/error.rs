@@ -1,5 +1,7 @@
 //! The one place where failures become HTTP answers, always in the
-//! contract's shape `{"error": {"code", "message", "field"}}`.
+//! contract's shape `{"error": {"code", "message", "field"}}`. The status and
+//! `Retry-After` come from the [`ErrorCode`] (see
+//! `sound_creator_core::error_code`), so no handler picks a status itself.
 //!
 //! Backend details are logged, never sent: the client learns which kind of
 //! backend is down and when to come back, not its address or driver error.
@@ -7,32 +9,29 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::BackendError;
-use sound_creator_core::request::RequestErrorKind;
+use sound_creator_core::request::RequestError;
 use sound_creator_core::service::ServiceError;
 use sound_creator_core::view::{ErrorBody, ErrorDocument};
 
-/// Seconds a client is asked to wait when a backend is down.
-const BACKEND_RETRY_AFTER_SECONDS: u64 = 5;
-const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 10;
-
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for `Retry-After`; the code's own policy unless a caller
+    /// knows better (the rate limiter knows when the next token comes).
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             field: None,
-            retry_after: None,
+            retry_after: code.retry_after_seconds(),
         }
     }
 
@@ -48,65 +47,55 @@ impl ApiError {
 
     pub fn unauthorized() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid `Authorization: Bearer <token>` header is required",
         )
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn status(&self) -> StatusCode {
+        self.code
+            .http_status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        ApiError {
+            field: e.field,
+            ..ApiError::new(e.code, e.message)
+        }
     }
 }
 
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
+        let code = err.code();
         match err {
-            ServiceError::Request(e) => {
-                let status = match e.kind {
-                    RequestErrorKind::Invalid => StatusCode::BAD_REQUEST,
-                    RequestErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                ApiError {
-                    status,
-                    code: e.code,
-                    message: e.message,
-                    field: e.field,
-                    retry_after: None,
-                }
+            ServiceError::Request(e) => e.into(),
+            ServiceError::NotFound(id) => {
+                ApiError::new(code, format!("no task {id:?} for this client key"))
             }
-            ServiceError::NotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "task_not_found",
-                format!("no task {id:?} for this client key"),
-            ),
             ServiceError::ResultExpired(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "expired_result",
+                code,
                 format!("the result of task {id} is no longer kept (RESULT_TTL passed)"),
             ),
-            ServiceError::AlreadyFinal { id, status } => ApiError::new(
-                StatusCode::CONFLICT,
-                "task_already_final",
-                format!("task {id} is already {status}"),
-            ),
+            ServiceError::AlreadyFinal { id, status } => {
+                ApiError::new(code, format!("task {id} is already {status}"))
+            }
             ServiceError::IdempotencyKeyReused => ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_reused",
+                code,
                 "this Idempotency-Key was already used with a different request body",
             ),
             ServiceError::NotDeployed(family) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "model_not_deployed",
+                code,
                 format!("{family} generation is not deployed on this service"),
             )
             .with_field("type"),
-            ServiceError::QueueFull(family) => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
-                format!("the {family} queue is full; try again later"),
-            )
-            .with_retry_after(QUEUE_FULL_RETRY_AFTER_SECONDS),
+            ServiceError::QueueFull(family) => {
+                ApiError::new(code, format!("the {family} queue is full; try again later"))
+            }
             ServiceError::Backend(e) => e.into(),
         }
     }
@@ -118,19 +107,13 @@ impl From<BackendError> for ApiError {
             BackendError::Unavailable { backend, .. } => {
                 tracing::warn!(error = %err, "backend unavailable");
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backend_unavailable",
+                    ErrorCode::BackendUnavailable,
                     format!("the {backend} backend is unavailable; try again shortly"),
                 )
-                .with_retry_after(BACKEND_RETRY_AFTER_SECONDS)
             }
             BackendError::Corrupt { .. } => {
                 tracing::error!(error = %err, "stored data could not be read");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "stored data could not be read",
-                )
+                ApiError::new(ErrorCode::InternalError, "stored data could not be read")
             }
         }
     }
@@ -138,20 +121,21 @@ impl From<BackendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let body = ErrorDocument {
             error: ErrorBody {
-                code: self.code.to_owned(),
+                code: self.code,
                 message: self.message,
                 field: self.field,
             },
         };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -4,15 +4,17 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde_json::Value;
+use sound_creator_core::error_code::ErrorCode;
+use sound_creator_core::request::parse_json;
 
 use super::error::ApiError;
 use super::AppState;
 
-/// A JSON object body: `415` when it is not declared as JSON, `413` over
-/// `MAX_BODY_BYTES`, `400` when it does not parse.
+/// A JSON body: `415` when it is not declared as JSON, `413` over
+/// `MAX_BODY_BYTES`, `400` when it does not parse or repeats a key.
 pub struct JsonBody(pub Value);
 
 impl FromRequest<AppState> for JsonBody {
@@ -32,16 +34,14 @@ impl FromRequest<AppState> for JsonBody {
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let limit = state.service.settings.max_body_bytes;
+        let limit = state.api.max_body_bytes;
         let too_large = || {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("the body is over the {limit}-byte limit"),
             )
         };
@@ -58,10 +58,7 @@ impl FromRequest<AppState> for JsonBody {
         let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| too_large())?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-        })?;
-        Ok(JsonBody(value))
+        Ok(JsonBody(parse_json(&bytes)?))
     }
 }
 
@@ -80,8 +77,8 @@ impl FromRequestParts<AppState> for TaskIdPath {
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
                 .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_task_id",
+                    ApiError::new(
+                        ErrorCode::InvalidTaskId,
                         format!("the task id in the path is unreadable: {e}"),
                     )
                     .with_field("task_id")
@@ -112,8 +109,8 @@ impl FromRequestParts<AppState> for IdempotencyKey {
                     && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
             })
             .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_idempotency_key",
+                ApiError::new(
+                    ErrorCode::InvalidIdempotencyKey,
                     "Idempotency-Key must be 1 to 255 printable ASCII characters",
                 )
                 .with_field("Idempotency-Key")

@@ -12,12 +12,13 @@ mod routes;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::SignedDownloads;
 use sound_creator_core::service::TaskService;
+use sound_creator_settings::ApiSettings;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -27,16 +28,23 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<TaskService>,
+    /// Client keys, body limit, rate limit.
+    pub api: Arc<ApiSettings>,
     /// Present in the embedded mode, where the API serves presigned links.
     pub downloads: Option<Arc<dyn SignedDownloads>>,
     pub rate_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
-    pub fn new(service: Arc<TaskService>, downloads: Option<Arc<dyn SignedDownloads>>) -> Self {
-        let rate_limiter = Arc::new(RateLimiter::new(service.settings.rate_limit_per_minute));
+    pub fn new(
+        service: Arc<TaskService>,
+        api: Arc<ApiSettings>,
+        downloads: Option<Arc<dyn SignedDownloads>>,
+    ) -> Self {
+        let rate_limiter = Arc::new(RateLimiter::new(api.rate_limit_per_minute));
         Self {
             service,
+            api,
             downloads,
             rate_limiter,
         }
@@ -44,7 +52,7 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
-    let openapi = Arc::new(openapi::document(&state.service.settings.api_version));
+    let openapi = Arc::new(openapi::document(&state.service.settings));
     let protected = Router::new()
         .route(
             "/v1/call",
@@ -95,8 +103,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "the request could not be completed",
             )
             .into_response()

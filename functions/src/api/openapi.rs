@@ -1,67 +1,31 @@
-//! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
-//! attributes and the domain's `ToSchema` types. The request schemas below
-//! only describe the bodies: parsing and checking stay in the domain
-//! (`sound_creator_core::request`), so a body the schema allows but the
-//! limits forbid still gets the contract's error.
+//! The OpenAPI document served at `/v1/openapi.json`.
+//!
+//! The answers come from the handlers' `#[utoipa::path]` attributes and the
+//! domain's `ToSchema` documents. The request bodies and the stats query come
+//! from the field declarations the parsers themselves read
+//! (`sound_creator_core::request`), filled in with this deployment's limits,
+//! so the document states exactly the fields and bounds the server applies.
 
-use serde::Deserialize;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::{Percentiles, RecentTask};
-use sound_creator_core::request::{AudioFormat, GenerationParams};
+use sound_creator_core::request::{
+    object_schema, query_parameters, AudioFormat, GenerationParams, CALL_FIELDS, GENERATE_FIELDS,
+    RESULT_FIELDS, STATS_FIELDS,
+};
+use sound_creator_core::settings::ServiceSettings;
 use sound_creator_core::task::{ModelFamily, TaskError, TaskStatus};
 use sound_creator_core::view::{
     ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, OutputDocument, QueueDepthDocument,
     StatsDocument, SubmitDocument, TaskDocument, TaskLinks,
 };
 
-/// Body of `POST /v1/call`.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)] // read by the schema generator only
-pub struct CallRequestSchema {
-    /// "music" (MusicGen) or "audio" (AudioGen).
-    #[serde(rename = "type")]
-    family: ModelFamily,
-    /// At most MAX_PROMPT_LEN characters (default 100), counted in Unicode characters.
-    #[schema(example = "lofi hip hop beat with warm piano")]
-    prompt: String,
-    /// Seconds, > 0 and <= MAX_DURATION (default 30); audio is capped at 10.
-    #[schema(example = 8)]
-    duration: f64,
-    /// Clips to generate, 1..=4 (default 1); each is a job, results aggregated in order.
-    samples: Option<u8>,
-    /// The marketplace's end user; used for stats.
-    user_id: String,
-    params: Option<GenerationParams>,
-    /// Default "wav" (16-bit PCM).
-    format: Option<AudioFormat>,
-    /// Only hosts on the deployment's allow-list (CALLBACK_ALLOWED_HOSTS, MARKETPLACE_CALLBACK's host).
-    callback_url: Option<String>,
-    /// Queue deadline: not started by then => "expired".
-    ttl_seconds: Option<u64>,
-}
-
-/// Body of `POST /v1/generate`: the call body plus `wait_seconds`.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct GenerateRequestSchema {
-    #[serde(flatten)]
-    call: CallRequestSchema,
-    /// How long to wait for the result (default 30, at most 60).
-    wait_seconds: Option<f64>,
-}
-
-/// Body of `POST /v1/result` (the seed's form).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ResultRequestSchema {
-    task_id: String,
-}
-
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sound-creator", description = "Text to music (MusicGen) and sound effects (AudioGen) as a job runner."),
+    info(description = "Text to music (MusicGen) and sound effects (AudioGen) as a job runner."),
     paths(
         super::routes::call,
         super::routes::generate,
@@ -72,13 +36,13 @@ pub struct ResultRequestSchema {
         super::routes::health,
     ),
     components(schemas(
-        CallRequestSchema, GenerateRequestSchema, ResultRequestSchema, ModelFamily, TaskStatus, TaskError,
-        GenerationParams, AudioFormat, SubmitDocument, TaskLinks, TaskDocument, OutputDocument, MetricsDocument,
-        StatsDocument, Percentiles, RecentTask, HealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
+        ModelFamily, TaskStatus, TaskError, ErrorCode, GenerationParams, AudioFormat, SubmitDocument,
+        TaskLinks, TaskDocument, OutputDocument, MetricsDocument, StatsDocument, Percentiles,
+        RecentTask, HealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
     )),
     modifiers(&BearerAuth),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 struct BearerAuth;
 
@@ -92,8 +56,87 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn document(version: &str) -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = version.to_owned();
+/// Where each declared body goes: (path, method, component name, fields).
+const BODIES: [(&str, &str, &str, &[&sound_creator_core::request::Field]); 3] = [
+    ("/v1/call", "post", "CallRequest", CALL_FIELDS),
+    ("/v1/generate", "post", "GenerateRequest", GENERATE_FIELDS),
+    ("/v1/result", "post", "ResultRequest", RESULT_FIELDS),
+];
+
+/// The whole document, for this deployment's settings.
+pub fn document(settings: &ServiceSettings) -> Value {
+    let mut openapi = ApiDoc::openapi();
+    openapi.info.title = settings.api_name.clone();
+    openapi.info.version = settings.api_version.clone();
+    let mut doc = serde_json::to_value(&openapi).unwrap_or_else(|_| json!({}));
+    let limits = &settings.limits;
+    for (path, method, name, fields) in BODIES {
+        doc["components"]["schemas"][name] = object_schema(fields, limits);
+        doc["paths"][path][method]["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}},
+        });
+    }
+    doc["paths"]["/v1/stats"]["get"]["parameters"] = json!(query_parameters(STATS_FIELDS, limits));
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn settings() -> ServiceSettings {
+        sound_creator_settings::from_pairs(&[("MAX_PROMPT_LEN", "77")])
+            .expect("settings")
+            .service
+    }
+
+    fn property_names(schema: &Value) -> BTreeSet<String> {
+        schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_documented_bodies_are_exactly_the_accepted_fields() {
+        let doc = document(&settings());
+        for (path, method, name, fields) in BODIES {
+            let schema = &doc["components"]["schemas"][name];
+            let accepted: BTreeSet<String> = fields.iter().map(|f| f.name.to_owned()).collect();
+            assert_eq!(property_names(schema), accepted, "{name}");
+            assert_eq!(
+                doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+                    ["$ref"],
+                json!(format!("#/components/schemas/{name}"))
+            );
+        }
+        let stats: BTreeSet<String> = doc["paths"]["/v1/stats"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            stats,
+            STATS_FIELDS.iter().map(|f| f.name.to_owned()).collect()
+        );
+    }
+
+    #[test]
+    fn the_document_carries_the_deployment_limits_and_names() {
+        let doc = document(&settings());
+        assert_eq!(
+            doc["components"]["schemas"]["CallRequest"]["properties"]["prompt"]["maxLength"],
+            json!(77)
+        );
+        assert_eq!(doc["info"]["title"], json!("AudioCraft"));
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("the error codes are listed")
+            .len();
+        assert_eq!(codes, ErrorCode::ALL.len());
+    }
 }

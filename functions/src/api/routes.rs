@@ -2,15 +2,13 @@
 //! task service, answer. The `#[utoipa::path]` attributes are the source of
 //! the OpenAPI document served at `/v1/openapi.json`.
 
-use std::time::Duration;
-
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, Utc};
-use serde_json::Value;
+use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::Download;
+use sound_creator_core::request::{CallRequest, GenerateRequest, ResultRequest, StatsRequest};
 use sound_creator_core::service::Submitted;
 use sound_creator_core::task::Tenant;
 use sound_creator_core::view::{
@@ -19,13 +17,15 @@ use sound_creator_core::view::{
 
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, TaskIdPath};
-use super::openapi::{CallRequestSchema, GenerateRequestSchema, ResultRequestSchema};
 use super::AppState;
+
+// The request bodies' schemas are generated from the field declarations
+// the parsers use (`sound_creator_core::request`) and put in by
+// `openapi::document`; the attributes here describe the answers.
 
 /// Submit a generation task; answers at once.
 #[utoipa::path(
     post, path = "/v1/call", tag = "tasks",
-    request_body = CallRequestSchema,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body returns the original task (200); another body 409")),
     responses(
         (status = 202, description = "Task queued", body = SubmitDocument),
@@ -42,9 +42,11 @@ pub async fn call(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let settings = &state.service.settings;
+    let request = CallRequest::parse(&body, &settings.limits, &settings.callbacks)?;
     let submitted = state
         .service
-        .submit(&tenant, &body, key.as_deref(), &[])
+        .submit(&tenant, request, key.as_deref())
         .await?;
     Ok(match submitted {
         Submitted::Created(doc) => (StatusCode::ACCEPTED, Json(doc)).into_response(),
@@ -52,14 +54,10 @@ pub async fn call(
     })
 }
 
-const DEFAULT_WAIT_SECONDS: f64 = 30.0;
-const MAX_WAIT_SECONDS: f64 = 60.0;
-
 /// Submit a task and wait for it: 200 with the result when it finishes within
 /// `wait_seconds`, else 202 with the task so the caller can poll.
 #[utoipa::path(
     post, path = "/v1/generate", tag = "tasks",
-    request_body = GenerateRequestSchema,
     params(("Idempotency-Key" = Option<String>, Header, description = "As for /v1/call")),
     responses(
         (status = 200, description = "Finished in time", body = TaskDocument),
@@ -76,29 +74,16 @@ pub async fn generate(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let wait = match body.get("wait_seconds") {
-        None | Some(Value::Null) => DEFAULT_WAIT_SECONDS,
-        Some(v) => v
-            .as_f64()
-            .filter(|w| (0.0..=MAX_WAIT_SECONDS).contains(w))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_field",
-                    format!("wait_seconds must be a number from 0 to {MAX_WAIT_SECONDS}"),
-                )
-                .with_field("wait_seconds")
-            })?,
-    };
-    let submitted = state
-        .service
-        .submit(&tenant, &body, key.as_deref(), &["wait_seconds"])
-        .await?;
+    let settings = &state.service.settings;
+    let GenerateRequest { call, wait } =
+        GenerateRequest::parse(&body, &settings.limits, &settings.callbacks)?;
+    let submitted = state.service.submit(&tenant, call, key.as_deref()).await?;
     let task_id = match submitted {
         Submitted::Created(doc) | Submitted::Replayed(doc) => doc.task_id,
     };
     let doc = state
         .service
-        .wait_until_final(&tenant, &task_id, Duration::from_secs_f64(wait))
+        .wait_until_final(&tenant, &task_id, wait)
         .await?;
     let status = if doc.status.is_final() {
         StatusCode::OK
@@ -131,7 +116,6 @@ pub async fn result(
 /// The seed's form of the result call: `{"task_id": "..."}` in the body.
 #[utoipa::path(
     post, path = "/v1/result", tag = "tasks",
-    request_body = ResultRequestSchema,
     responses(
         (status = 200, body = TaskDocument),
         (status = 400, body = ErrorDocument), (status = 401, body = ErrorDocument), (status = 404, body = ErrorDocument),
@@ -144,21 +128,8 @@ pub async fn result_by_body(
     Extension(tenant): Extension<Tenant>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<TaskDocument>, ApiError> {
-    let id = match body.get("task_id") {
-        Some(Value::String(id)) => id.clone(),
-        None | Some(Value::Null) => {
-            return Err(
-                ApiError::bad_request("missing_field", "task_id is required").with_field("task_id"),
-            )
-        }
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_field", "task_id must be a string")
-                    .with_field("task_id"),
-            )
-        }
-    };
-    Ok(Json(state.service.result(&tenant, &id).await?))
+    let ResultRequest { task_id } = ResultRequest::parse(&body, &state.service.settings.limits)?;
+    Ok(Json(state.service.result(&tenant, &task_id).await?))
 }
 
 /// Cancel a queued or running task; a running job stops at its next
@@ -184,11 +155,6 @@ pub async fn cancel(
 /// Request statistics for this client key, optionally per user and time range.
 #[utoipa::path(
     get, path = "/v1/stats", tag = "stats",
-    params(
-        ("user_id" = Option<String>, Query, description = "Absent: all users of this client key"),
-        ("from" = Option<String>, Query, description = "RFC 3339 lower bound on created_at"),
-        ("to" = Option<String>, Query, description = "RFC 3339 upper bound on created_at"),
-    ),
     responses(
         (status = 200, body = StatsDocument),
         (status = 400, body = ErrorDocument), (status = 401, body = ErrorDocument), (status = 503, body = ErrorDocument),
@@ -200,35 +166,11 @@ pub async fn stats(
     Extension(tenant): Extension<Tenant>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<StatsDocument>, ApiError> {
-    let (mut user_id, mut from, mut to) = (None, None, None);
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match name.as_ref() {
-            "user_id" if !value.is_empty() => user_id = Some(value.into_owned()),
-            "from" => from = Some(parse_time("from", &value)?),
-            "to" => to = Some(parse_time("to", &value)?),
-            _ => {}
-        }
-    }
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            return Err(
-                ApiError::bad_request("invalid_query", "`from` is after `to`").with_field("from"),
-            );
-        }
-    }
-    Ok(Json(state.service.stats(&tenant, user_id, from, to).await?))
-}
-
-fn parse_time(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"),
-            )
-            .with_field(field)
-        })
+    let request = StatsRequest::parse(
+        query.as_deref().unwrap_or_default(),
+        &state.service.settings.limits,
+    )?;
+    Ok(Json(state.service.stats(&tenant, request).await?))
 }
 
 /// Reachability of every backend and the depth of each queue. No auth.
@@ -244,10 +186,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let mut response = (status, Json(doc)).into_response();
-    if status != StatusCode::OK {
+    if let Some(seconds) = ErrorCode::BackendUnavailable
+        .retry_after_seconds()
+        .filter(|_| status != StatusCode::OK)
+    {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -260,11 +205,7 @@ pub async fn download(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let Some(downloads) = state.downloads.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such route"));
     };
     let (mut expires, mut signature) = (None, None);
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -276,8 +217,7 @@ pub async fn download(
     }
     let (Some(expires), Some(signature)) = (expires, signature) else {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "the link is missing its expiry or signature",
         ));
     };
@@ -298,35 +238,24 @@ pub async fn download(
             Ok(response)
         }
         Download::Expired => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "link_expired",
+            ErrorCode::LinkExpired,
             "this link has expired; read the result again for a fresh one",
         )),
         Download::Forbidden => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "the link's signature does not match",
         )),
-        Download::Missing => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such file",
-        )),
+        Download::Missing => Err(ApiError::new(ErrorCode::NotFound, "no such file")),
     }
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see /v1/openapi.json",
-    )
+    ApiError::new(ErrorCode::NotFound, "no such route; see /v1/openapi.json")
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method; see /v1/openapi.json",
     )
 }

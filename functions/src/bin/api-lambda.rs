@@ -15,6 +15,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         FunctionEnvironment::from_env().await.inspect_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
         })?;
-    let service = Arc::new(TaskService::new(ports, settings));
-    lambda_http::run(app(AppState::new(service, None))).await
+    let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
+    lambda_http::run(app(AppState::new(service, Arc::new(settings.api), None))).await
 }

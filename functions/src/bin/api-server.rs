@@ -15,19 +15,21 @@ use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await?;
-    let host = std::env::var("BIND_HOST").unwrap_or_else(|_| "0.0.0.0".into());
-    let addr: SocketAddr = format!("{host}:{}", settings.port)
+    let addr: SocketAddr = format!("{}:{}", settings.api.bind_host, settings.api.port)
         .parse()
         .context("BIND_HOST is not an IP address")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("Failed to listen on {addr}"))?;
     tracing::info!(%addr, "API listening");
-    let service = Arc::new(TaskService::new(ports, settings));
-    axum::serve(listener, app(AppState::new(service, None)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the API server failed")?;
+    let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
+    axum::serve(
+        listener,
+        app(AppState::new(service, Arc::new(settings.api), None)),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("the API server failed")?;
     tracing::info!("API stopped");
     Ok(())
 }

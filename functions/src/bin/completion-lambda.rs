@@ -18,9 +18,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let environment = environment.clone();
         async move {
-            let response: SqsBatchResponse =
-                handle_completion_batch(&environment.ports, &environment.settings, event.payload)
-                    .await;
+            let response: SqsBatchResponse = handle_completion_batch(
+                &environment.ports,
+                &environment.settings.service,
+                event.payload,
+            )
+            .await;
             Ok::<_, Infallible>(response)
         }
     }))

@@ -15,7 +15,6 @@ pub mod postgres_stats;
 pub mod provision;
 pub mod redis_cache;
 pub mod s3;
-pub mod settings;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use sound_creator_core::ports::{
 };
 
 pub use provision::provision;
-pub use settings::{AwsSettings, Secret};
+pub use sound_creator_settings::{AwsSettings, Secret};
 
 /// Every port of an AWS-mode deployment, ready to hand to the service.
 #[derive(Clone)]
@@ -65,8 +64,8 @@ impl AwsBackends {
     pub fn into_ports(
         self,
         callbacks: Arc<dyn sound_creator_core::ports::CallbackSender>,
-    ) -> sound_creator_core::service::Ports {
-        sound_creator_core::service::Ports {
+    ) -> sound_creator_core::ports::Ports {
+        sound_creator_core::ports::Ports {
             tasks: self.tasks,
             queue: self.queue,
             cache: self.cache,

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sound_creator_core::ports::Ports;
 use sound_creator_core::ports::{CallbackSender, PortResult};
-use sound_creator_core::service::Ports;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use crate::db::Database;

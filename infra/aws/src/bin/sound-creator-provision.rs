@@ -5,7 +5,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = sound_creator_aws::AwsSettings::from_env()?;
+    let settings = sound_creator_settings::Settings::from_env()?.aws;
     sound_creator_aws::provision(&settings).await?;
     println!(
         "provisioned queues {}*, bucket {}, table {}",

@@ -32,7 +32,10 @@ async fn stages_and_final_results_round_trip_in_the_configured_database() {
     cache.ping().await.expect("ping");
     let mut task = common::task(&Tenant::new("marketplace"), 2);
     let stage = StageOutcome::Failed {
-        error: TaskError::new("oom", "out of GPU memory"),
+        error: TaskError::new(
+            sound_creator_core::error_code::ErrorCode::EngineError,
+            "out of GPU memory",
+        ),
     };
 
     assert_eq!(cache.get_stage(&task.id, 1).await.expect("get"), None);

@@ -178,7 +178,8 @@ async fn a_heartbeat_keeps_a_message_invisible_past_the_original_timeout() {
 
 #[tokio::test]
 async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
-    let settings = common::settings_with(&[("SQS_MAX_RECEIVE_COUNT", "2")]);
+    let mut settings = common::settings();
+    settings.sqs_max_receive_count = 2;
     let q = queue(&settings).await;
     q.send(MUSIC, "poison", Duration::ZERO).await.expect("send");
     for expected_count in 1..=2 {
@@ -253,7 +254,8 @@ async fn depth_counts_visible_and_delayed_messages_as_queued_and_received_ones_a
 
 #[tokio::test]
 async fn provisioning_twice_keeps_the_queues_and_applies_the_redrive_policy() {
-    let settings = common::settings_with(&[("SQS_MAX_RECEIVE_COUNT", "7")]);
+    // JOB_MAX_ATTEMPTS 5 => a message is dead-lettered after 7 receives.
+    let settings = common::settings_with(&[("JOB_MAX_ATTEMPTS", "5")]);
     provision(&settings).await.expect("first provision");
     provision(&settings)
         .await

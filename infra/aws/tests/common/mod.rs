@@ -89,7 +89,9 @@ pub fn settings_with(overrides: &[(&str, &str)]) -> AwsSettings {
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
-    AwsSettings::from_lookup(|name| vars.get(name).cloned()).expect("test settings are valid")
+    sound_creator_settings::Settings::from_lookup(|name| vars.get(name).cloned())
+        .expect("test settings are valid")
+        .aws
 }
 
 pub fn unique(prefix: &str) -> String {

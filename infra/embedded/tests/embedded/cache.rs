@@ -7,7 +7,10 @@ use crate::support::{open, quick_options, raw_database, task};
 
 fn failed_stage(message: &str) -> StageOutcome {
     StageOutcome::Failed {
-        error: TaskError::new("generation_failed", message),
+        error: TaskError::new(
+            sound_creator_core::error_code::ErrorCode::EngineError,
+            message,
+        ),
     }
 }
 
