@@ -113,12 +113,11 @@ impl XpConfig {
 }
 
 fn lookup<'a>(root: &'a Json, key: &str) -> Option<&'a Json> {
-    key.split('.')
-        .try_fold(root, |node, part| match node {
-            Json::Object(map) => map.get(part),
-            Json::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+    key.split('.').try_fold(root, |node, part| match node {
+        Json::Object(map) => map.get(part),
+        Json::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
 }
 
 fn yaml_to_json(y: &Yaml, key: &str, depth: usize) -> Result<Json, XpConfigError> {
@@ -529,7 +528,10 @@ impl LmConfig {
                 }
             }
         }
-        error("conditioners", "no T5 conditioner is cross-attended (fuser.cross)")
+        error(
+            "conditioners",
+            "no T5 conditioner is cross-attended (fuser.cross)",
+        )
     }
 
     /// audiocraft turns cross-attention on whenever the fuser has a
@@ -541,7 +543,10 @@ impl LmConfig {
     /// The per-codebook delays of the delay pattern (`[0, 1, 2, 3]` for 4
     /// codebooks).
     pub fn delays(&self) -> Result<Vec<i64>, XpConfigError> {
-        match (self.codebooks_pattern.modeling.as_deref(), &self.codebooks_pattern.delay) {
+        match (
+            self.codebooks_pattern.modeling.as_deref(),
+            &self.codebooks_pattern.delay,
+        ) {
             (Some("delay"), Some(d)) => Ok(d.delays.clone()),
             (Some("delay"), None) => Ok((0..self.transformer_lm.n_q).collect()),
             (other, _) => error(
@@ -587,7 +592,8 @@ impl LmConfig {
         if self.sample_rate == 0 {
             return error("sample_rate", "must be positive");
         }
-        if !(self.dataset.segment_duration > 0.0) {
+        let duration = self.dataset.segment_duration;
+        if duration.is_nan() || duration <= 0.0 {
             return error("dataset.segment_duration", "must be positive");
         }
         Ok(())
@@ -749,9 +755,16 @@ impl CompressionConfig {
         }
         let s = &self.seanet;
         if s.ratios.is_empty() || s.ratios.iter().any(|&r| r <= 0) {
-            return error("seanet.ratios", format!("{:?} are not positive ratios", s.ratios));
+            return error(
+                "seanet.ratios",
+                format!("{:?} are not positive ratios", s.ratios),
+            );
         }
-        if s.ratios.iter().try_fold(1i64, |a, &r| a.checked_mul(r)).is_none() {
+        if s.ratios
+            .iter()
+            .try_fold(1i64, |a, &r| a.checked_mul(r))
+            .is_none()
+        {
             return error("seanet.ratios", "their product overflows");
         }
         for (key, v) in [
@@ -767,8 +780,14 @@ impl CompressionConfig {
                 return error(key, format!("must be positive, is {v}"));
             }
         }
-        if !matches!(s.pad_mode.as_str(), "constant" | "reflect" | "replicate" | "circular") {
-            return error("seanet.pad_mode", format!("{:?} is not a padding mode", s.pad_mode));
+        if !matches!(
+            s.pad_mode.as_str(),
+            "constant" | "reflect" | "replicate" | "circular"
+        ) {
+            return error(
+                "seanet.pad_mode",
+                format!("{:?} is not a padding mode", s.pad_mode),
+            );
         }
         if self.encodec.sample_rate == 0 || self.frame_rate() == 0 {
             return error("encodec.sample_rate", "gives no whole frame per second");
@@ -776,7 +795,10 @@ impl CompressionConfig {
         if s.channels != self.encodec.channels {
             return error(
                 "seanet.channels",
-                format!("{} but encodec.channels is {}", s.channels, self.encodec.channels),
+                format!(
+                    "{} but encodec.channels is {}",
+                    s.channels, self.encodec.channels
+                ),
             );
         }
         Ok(())

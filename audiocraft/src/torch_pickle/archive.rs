@@ -28,9 +28,15 @@ pub enum ArchiveError {
     /// Not a zip, or not laid out as torch.save lays it out.
     Layout(String),
     /// The pickle did not run.
-    Pickle { entry: String, error: pickle::PickleError },
+    Pickle {
+        entry: String,
+        error: pickle::PickleError,
+    },
     /// A tensor's storage is missing, too small or unreadable.
-    Storage { key: String, reason: String },
+    Storage {
+        key: String,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ArchiveError {
@@ -166,7 +172,10 @@ impl<R: Read + Seek> Archive<R> {
             reason,
         };
         let Some(&(index, entry_size)) = self.storages.get(key) else {
-            return Err(storage(format!("no entry {}/data/{key} in the archive", self.prefix)));
+            return Err(storage(format!(
+                "no entry {}/data/{key} in the archive",
+                self.prefix
+            )));
         };
         let elem = info.dtype().size() as u64;
         let storage_bytes = info
@@ -264,7 +273,11 @@ fn swap_bytes(bytes: &mut [u8], dtype: DType) {
 /// Every tensor in a tree of nested string-keyed dicts, named by the keys
 /// joined with `.` (what `state_dict()` and `load_state_dict` call them),
 /// in file order. Values that are neither dicts nor tensors are skipped.
-pub fn flatten_tensors<'v>(value: &'v Value, prefix: &str, out: &mut Vec<(String, &'v TensorInfo)>) {
+pub fn flatten_tensors<'v>(
+    value: &'v Value,
+    prefix: &str,
+    out: &mut Vec<(String, &'v TensorInfo)>,
+) {
     match value {
         Value::Tensor(info) => out.push((prefix.to_owned(), info)),
         Value::Dict(items) => {

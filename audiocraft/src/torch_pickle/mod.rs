@@ -135,7 +135,9 @@ pub struct TorchFile {
 
 impl std::fmt::Debug for TorchFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TorchFile").field("path", &self.path).finish()
+        f.debug_struct("TorchFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -168,7 +170,9 @@ impl TorchFile {
 
     /// A top-level key, which must be there.
     pub fn get(&self, key: &str) -> Result<&Value, TorchFileError> {
-        self.root.get(key).ok_or_else(|| self.missing(key, &self.root))
+        self.root
+            .get(key)
+            .ok_or_else(|| self.missing(key, &self.root))
     }
 
     /// A top-level string such as `xp.cfg`.
@@ -290,6 +294,16 @@ pub struct StateDict<'a> {
     tensors: Vec<(String, &'a TensorInfo)>,
 }
 
+impl std::fmt::Debug for StateDict<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDict")
+            .field("path", &self.file.path)
+            .field("key", &self.key)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
 impl<'a> StateDict<'a> {
     /// Names, dtypes and shapes, in file order.
     pub fn infos(&self) -> impl Iterator<Item = (&str, &'a TensorInfo)> + '_ {
@@ -309,7 +323,10 @@ impl<'a> StateDict<'a> {
     }
 
     pub fn info(&self, name: &str) -> Option<&'a TensorInfo> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| *i)
     }
 
     /// Reads one tensor, which must be there.
@@ -323,7 +340,11 @@ impl<'a> StateDict<'a> {
     }
 
     /// Reads one tensor and checks its shape against what the model expects.
-    pub fn tensor_with_shape(&self, name: &str, expected: &[i64]) -> Result<Tensor, TorchFileError> {
+    pub fn tensor_with_shape(
+        &self,
+        name: &str,
+        expected: &[i64],
+    ) -> Result<Tensor, TorchFileError> {
         if let Some(info) = self.info(name) {
             let found: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
             if found != expected {

@@ -187,7 +187,10 @@ pub enum Value {
     Tensor(TensorInfo),
     Storage(StorageRef),
     /// A class or function named by GLOBAL / STACK_GLOBAL.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// A call the reader does not evaluate, kept as `callable(*args)` plus
     /// the BUILD state when one was applied.
     Object {
@@ -380,7 +383,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn new(&mut self, node: Node) -> Result<Id, PickleError> {
+    fn alloc(&mut self, node: Node) -> Result<Id, PickleError> {
         if self.arena.len() >= self.limits.max_objects {
             return self.fail(format!(
                 "more than {} objects; refusing to read further",
@@ -392,7 +395,7 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, node: Node) -> Result<(), PickleError> {
-        let id = self.new(node)?;
+        let id = self.alloc(node)?;
         self.stack.push(Slot::Obj(id));
         Ok(())
     }
@@ -470,7 +473,8 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, dict: Id, pairs: &[Id]) -> Result<(), PickleError> {
-        if pairs.len() % 2 != 0 {
+        // An odd count: the last key has no value.
+        if pairs.len() & 1 == 1 {
             return self.fail("SETITEMS with an odd number of items");
         }
         match &mut self.arena[dict] {
@@ -649,7 +653,7 @@ impl<'a> Machine<'a> {
                 b'}' => self.push(Node::Dict(Vec::new()))?,
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let dict = self.new(Node::Dict(Vec::new()))?;
+                    let dict = self.alloc(Node::Dict(Vec::new()))?;
                     self.set_items(dict, &items)?;
                     self.stack.push(Slot::Obj(dict))
                 }
@@ -717,7 +721,7 @@ impl<'a> Machine<'a> {
                 b'P' => {
                     let line = self.line()?;
                     let s = self.utf8(line)?;
-                    let pid = self.new(Node::Str(s))?;
+                    let pid = self.alloc(Node::Str(s))?;
                     self.push(Node::PersistentId(pid))?
                 }
                 b'q' => {
@@ -771,7 +775,10 @@ impl<'a> Machine<'a> {
         match (module, name) {
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
                 let pairs: Vec<Id> = match self.tuple_of(args) {
-                    Some([items]) => self.tuple_of(*items).map(<[Id]>::to_vec).unwrap_or_default(),
+                    Some([items]) => self
+                        .tuple_of(*items)
+                        .map(<[Id]>::to_vec)
+                        .unwrap_or_default(),
                     _ => Vec::new(),
                 };
                 let mut flat = Vec::with_capacity(pairs.len() * 2);
@@ -781,13 +788,13 @@ impl<'a> Machine<'a> {
                         _ => return self.fail("OrderedDict item is not a (key, value) pair"),
                     }
                 }
-                let dict = self.new(Node::Dict(Vec::new()))?;
+                let dict = self.alloc(Node::Dict(Vec::new()))?;
                 self.set_items(dict, &flat)?;
                 Ok(dict)
             }
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                 let info = self.rebuild_tensor(args)?;
-                self.new(Node::Tensor(info))
+                self.alloc(Node::Tensor(info))
             }
             // Parameters and tensor subclasses wrap a rebuilt tensor: the
             // first argument (or, for _rebuild_from_type_v2, the call made of
@@ -795,7 +802,9 @@ impl<'a> Machine<'a> {
             ("torch._utils", "_rebuild_parameter")
             | ("torch._utils", "_rebuild_parameter_with_state") => match self.tuple_of(args) {
                 Some([data, ..]) if matches!(self.arena[*data], Node::Tensor(_)) => Ok(*data),
-                _ => self.fail(format!("{module}.{name}: the first argument is not a tensor")),
+                _ => self.fail(format!(
+                    "{module}.{name}: the first argument is not a tensor"
+                )),
             },
             ("torch._tensor", "_rebuild_from_type_v2") => match self.tuple_of(args) {
                 Some([func, _type, inner, ..]) => {
@@ -811,7 +820,7 @@ impl<'a> Machine<'a> {
                         let bytes: Option<Vec<u8>> =
                             s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
                         match bytes {
-                            Some(b) => self.new(Node::Bytes(b)),
+                            Some(b) => self.alloc(Node::Bytes(b)),
                             None => self.fail("_codecs.encode: text is not latin-1"),
                         }
                     }
@@ -819,7 +828,7 @@ impl<'a> Machine<'a> {
                 },
                 _ => self.fail("_codecs.encode: expected arguments"),
             },
-            _ => self.new(Node::Object {
+            _ => self.alloc(Node::Object {
                 callable,
                 args,
                 state: None,
@@ -873,10 +882,12 @@ impl<'a> Machine<'a> {
             return self.fail("persistent id is not a storage");
         }
         let dtype = match &self.arena[*class] {
-            Node::Global(module, name) if module == "torch" => match DType::from_storage_class(name) {
-                Some(d) => d,
-                None => return self.fail(format!("unsupported storage type torch.{name}")),
-            },
+            Node::Global(module, name) if module == "torch" => {
+                match DType::from_storage_class(name) {
+                    Some(d) => d,
+                    None => return self.fail(format!("unsupported storage type torch.{name}")),
+                }
+            }
             Node::Global(module, name) => {
                 return self.fail(format!("unsupported storage type {module}.{name}"))
             }
