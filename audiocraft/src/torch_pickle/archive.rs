@@ -62,6 +62,9 @@ pub struct Archive<R: Read + Seek> {
     /// The folder every entry sits in (the file's stem when it was saved).
     prefix: String,
     big_endian: bool,
+    /// Length of the whole file, to check entry sizes against before
+    /// allocating for them.
+    file_len: u64,
     /// Storage key -> (zip entry index, entry size in bytes).
     storages: HashMap<String, (usize, u64)>,
     root: Value,
@@ -70,7 +73,10 @@ pub struct Archive<R: Read + Seek> {
 impl<R: Read + Seek> Archive<R> {
     /// Reads the central directory and runs the pickle; storages are only
     /// indexed, not read.
-    pub fn new(reader: R, limits: Limits) -> Result<Self, ArchiveError> {
+    pub fn new(mut reader: R, limits: Limits) -> Result<Self, ArchiveError> {
+        let file_len = reader
+            .seek(io::SeekFrom::End(0))
+            .map_err(ArchiveError::Io)?;
         let mut zip = match zip::ZipArchive::new(reader) {
             Ok(z) => z,
             Err(zip::result::ZipError::Io(e)) => return Err(ArchiveError::Io(e)),
@@ -138,6 +144,7 @@ impl<R: Read + Seek> Archive<R> {
             zip,
             prefix,
             big_endian,
+            file_len,
             storages,
             root,
         })
@@ -212,12 +219,23 @@ impl<R: Read + Seek> Archive<R> {
             key: key.clone(),
             reason,
         };
+        let file_len = self.file_len;
         let mut entry = self.zip.by_index(index).map_err(zip_error)?;
+        // torch.save stores storages uncompressed: then the entry's claimed
+        // size must really be in the file, which is checked before anything
+        // is allocated for it. (A compressed entry is read as it inflates.)
+        if entry.compression() == zip::CompressionMethod::Stored
+            && entry.data_start().saturating_add(entry.compressed_size()) > file_len
+        {
+            return Err(storage(
+                "its entry runs past the end of the file; the file is truncated".into(),
+            ));
+        }
         io::copy(&mut (&mut entry).take(start), &mut io::sink()).map_err(ArchiveError::Io)?;
         let len = usize::try_from(end - start).map_err(|_| storage("too large".into()))?;
         let mut bytes = Vec::new();
         bytes
-            .try_reserve_exact(len)
+            .try_reserve_exact(len.min(64 << 20))
             .map_err(|_| storage(format!("cannot allocate {len} bytes")))?;
         (&mut entry)
             .take(end - start)
