@@ -339,6 +339,16 @@ impl<'a> StateDict<'a> {
         self.file.tensor(name, info)
     }
 
+    /// Reads every tensor, `name -> tensor` in file order. This holds them
+    /// all at once: for a model's weights prefer [`StateDict::tensor`] per
+    /// variable, which holds one at a time.
+    pub fn read_all(&self) -> Result<Vec<(String, Tensor)>, TorchFileError> {
+        self.tensors
+            .iter()
+            .map(|(name, info)| Ok((name.clone(), self.file.tensor(name, info)?)))
+            .collect()
+    }
+
     /// Reads one tensor and checks its shape against what the model expects.
     pub fn tensor_with_shape(
         &self,
