@@ -5,6 +5,7 @@
 //! whose checkpoint layout (`config.json`, `model.safetensors`, T5 tokenizer)
 //! is the one loaded here: every module path below is a checkpoint key prefix.
 
+pub mod audiocraft_config;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod hub;
 pub mod sampling;
 pub mod t5;
 pub mod tokenizer;
+pub mod torch_pickle;
 
 pub use engine::MusicGenEngine;

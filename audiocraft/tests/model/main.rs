@@ -6,3 +6,4 @@ mod checkpoint;
 mod encodec_parity;
 mod encodec_variants;
 mod parity;
+mod torch_file;
