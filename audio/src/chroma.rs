@@ -179,7 +179,12 @@ impl ChromaExtractor {
             let raw: Vec<f64> = self
                 .filters
                 .chunks_exact(bins)
-                .map(|row| row.iter().zip(&power).map(|(&f, &p)| f64::from(f) * p).sum())
+                .map(|row| {
+                    row.iter()
+                        .zip(&power)
+                        .map(|(&f, &p)| f64::from(f) * p)
+                        .sum()
+                })
                 .collect();
             let peak = raw.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6);
             values.extend(raw.iter().map(|v| (v / peak) as f32));
@@ -233,7 +238,9 @@ pub fn melody_window(wav: &[f32], start: usize, window: usize) -> Vec<f32> {
     if wav.is_empty() {
         return Vec::new();
     }
-    (start..start + window).map(|i| wav[i % wav.len()]).collect()
+    (start..start + window)
+        .map(|i| wav[i % wav.len()])
+        .collect()
 }
 
 /// `torch.nn.functional.pad(mode="reflect")`: mirrors around the first and

@@ -27,10 +27,14 @@ impl Clip {
     /// a rate, and whole frames.
     pub(crate) fn check(&self) -> Result<(), crate::AudioError> {
         if self.channels == 0 {
-            return Err(crate::AudioError::InvalidClip("the clip has no channels".into()));
+            return Err(crate::AudioError::InvalidClip(
+                "the clip has no channels".into(),
+            ));
         }
         if self.sample_rate == 0 {
-            return Err(crate::AudioError::InvalidClip("the clip has no sample rate".into()));
+            return Err(crate::AudioError::InvalidClip(
+                "the clip has no sample rate".into(),
+            ));
         }
         if self.samples.len() % usize::from(self.channels) != 0 {
             return Err(crate::AudioError::InvalidClip(format!(

@@ -28,6 +28,10 @@ const MAX_SAMPLE_RATE: u32 = 384_000;
 const MAX_CHANNELS: usize = 8;
 /// Corrupt packets skipped in a row before the rest of the file is given up.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 32;
+/// Full scale is 1; a float file may go past it a little. Anything beyond
+/// this is not audio, and would overflow the f32 arithmetic of the
+/// resampler's FFT (found by the fuzzer: rubato then panics).
+pub(crate) const MAX_SAMPLE_MAGNITUDE: f32 = 1.0e6;
 
 /// How much an upload may cost to decode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +65,8 @@ impl Default for DecodeLimits {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedAudio {
     /// The file's own rate and channels, samples interleaved; non-finite
-    /// samples (possible in float WAV) are replaced by 0.
+    /// samples (possible in float WAV) are replaced by 0 and magnitudes are
+    /// capped at 1e6.
     pub clip: Clip,
     /// Whether the file went on past [`DecodeLimits::max_seconds`].
     pub truncated: bool,
@@ -226,11 +231,7 @@ fn decode(
             None => "the file holds no audio samples".into(),
         }));
     };
-    for sample in &mut samples {
-        if !sample.is_finite() {
-            *sample = 0.0;
-        }
-    }
+    crate::resample::sanitize(&mut samples);
     Ok(DecodedAudio {
         clip: Clip {
             samples,
@@ -247,12 +248,12 @@ fn decode(
 fn frame_cap(rate: u32, channels: usize, limits: &DecodeLimits) -> Result<usize, AudioError> {
     if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
         return Err(AudioError::Unsupported(format!(
-            "a sample rate of {rate} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"
+            "its sample rate of {rate} Hz is outside {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
         )));
     }
     if channels == 0 || channels > MAX_CHANNELS {
         return Err(AudioError::Unsupported(format!(
-            "{channels} channels; at most {MAX_CHANNELS} are read"
+            "it has {channels} channels; at most {MAX_CHANNELS} are read"
         )));
     }
     let seconds = if limits.max_seconds.is_finite() {

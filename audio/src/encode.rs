@@ -13,7 +13,7 @@ use std::num::{NonZeroU32, NonZeroU8};
 
 use flacenc::component::BitRepr;
 use flacenc::error::Verify;
-use mp3lame_encoder::{Bitrate, FlushNoGap, InterleavedPcm, MonoPcm, Quality};
+use mp3lame_encoder::{Bitrate, FlushGap, InterleavedPcm, MonoPcm, Quality};
 use vorbis_rs::VorbisEncoderBuilder;
 
 use crate::{AudioError, Clip, OutputFormat};
@@ -110,7 +110,15 @@ fn encode_flac(clip: &Clip) -> Result<Vec<u8>, AudioError> {
         16,
         clip.sample_rate as usize,
     );
-    let stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
+    let mut stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
+        .map_err(|err| failed(err.to_string()))?;
+    // flacenc records the last (short) block as the minimum block size; the
+    // format excludes the last block from it, and decoders that check
+    // (symphonia) take min != max for a variable-block stream and reject
+    // every fixed-block frame. The blocks are all `block_size` but the last.
+    stream
+        .stream_info_mut()
+        .set_block_sizes(config.block_size, config.block_size)
         .map_err(|err| failed(err.to_string()))?;
     let mut sink = flacenc::bitsink::ByteSink::new();
     stream
@@ -165,7 +173,9 @@ fn encode_mp3(clip: &Clip) -> Result<Vec<u8>, AudioError> {
     let mut out = Vec::new();
     let channels = usize::from(clip.channels);
     for block in samples.chunks(BLOCK_FRAMES * channels) {
-        out.reserve(mp3lame_encoder::max_required_buffer_size(block.len() / channels));
+        out.reserve(mp3lame_encoder::max_required_buffer_size(
+            block.len() / channels,
+        ));
         let written = if channels == 1 {
             encoder.encode_to_vec(MonoPcm(block), &mut out)
         } else {
@@ -173,9 +183,11 @@ fn encode_mp3(clip: &Clip) -> Result<Vec<u8>, AudioError> {
         };
         written.map_err(|err| failed(format!("{err:?}")))?;
     }
+    // lame_encode_flush pads and encodes the samples still buffered; the
+    // "no gap" flush would keep them for a following file and lose them.
     out.reserve(mp3lame_encoder::max_required_buffer_size(0));
     encoder
-        .flush_to_vec::<FlushNoGap>(&mut out)
+        .flush_to_vec::<FlushGap>(&mut out)
         .map_err(|err| failed(format!("{err:?}")))?;
 
     // LAME left a placeholder frame of the tag's size at the start of the
@@ -261,9 +273,26 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_one_frame_clips_encode_without_panicking() {
+        for samples in [vec![], vec![0.25, -0.25]] {
+            let clip = Clip {
+                samples,
+                sample_rate: 32_000,
+                channels: 2,
+            };
+            for format in OutputFormat::ALL {
+                let encoded = encode(&clip, format).unwrap();
+                assert!(!encoded.bytes.is_empty(), "{format}");
+            }
+        }
+    }
+
+    #[test]
     fn encoding_is_deterministic() {
         let clip = Clip {
-            samples: (0..16_000).map(|i| ((i as f32) * 0.05).sin() * 0.5).collect(),
+            samples: (0..16_000)
+                .map(|i| ((i as f32) * 0.05).sin() * 0.5)
+                .collect(),
             sample_rate: 16_000,
             channels: 1,
         };

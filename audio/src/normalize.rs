@@ -27,7 +27,11 @@ pub fn normalize(clip: &mut Clip, how: Normalization) -> Result<(), AudioError> 
         Normalization::None => Ok(()),
         Normalization::Clip => {
             for s in &mut clip.samples {
-                *s = if s.is_finite() { s.clamp(-1.0, 1.0) } else { 0.0 };
+                *s = if s.is_finite() {
+                    s.clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                };
             }
             Ok(())
         }
@@ -101,8 +105,7 @@ mod tests {
         let samples = (0..n)
             .flat_map(|i| {
                 let s = amplitude
-                    * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()
-                        as f32;
+                    * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() as f32;
                 std::iter::repeat_n(s, usize::from(channels))
             })
             .collect();

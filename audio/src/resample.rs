@@ -18,6 +18,23 @@ pub const MELODY_SAMPLE_RATE: u32 = 32_000;
 /// and the two rates.
 const CHUNK_FRAMES: usize = 1024;
 
+/// Makes samples safe for the arithmetic downstream: non-finite ones become
+/// 0, magnitudes are capped at 1e6 (full scale is 1).
+pub(crate) fn sanitize(samples: &mut [f32]) {
+    let cap = crate::decode::MAX_SAMPLE_MAGNITUDE;
+    for sample in samples {
+        *sample = if sample.is_finite() {
+            sample.clamp(-cap, cap)
+        } else {
+            0.0
+        };
+    }
+}
+
+fn is_sane(sample: f32) -> bool {
+    sample.is_finite() && sample.abs() <= crate::decode::MAX_SAMPLE_MAGNITUDE
+}
+
 /// Averages the channels into one, as transformers' feature extractor
 /// (`stereo.mean(dim=0)`) and audiocraft's `convert_audio_channels` do.
 pub fn downmix_to_mono(clip: &Clip) -> Clip {
@@ -38,7 +55,9 @@ pub fn downmix_to_mono(clip: &Clip) -> Clip {
 }
 
 /// Resamples every channel of `clip` to `target_rate`. The output has
-/// `ceil(frames * target_rate / sample_rate)` frames.
+/// `ceil(frames * target_rate / sample_rate)` frames. Non-finite input
+/// samples are taken as 0 and magnitudes past 1e6 as 1e6 (rubato's FFT
+/// would otherwise overflow and panic).
 pub fn resample(clip: &Clip, target_rate: u32) -> Result<Clip, AudioError> {
     clip.check()?;
     if target_rate == 0 {
@@ -53,6 +72,17 @@ pub fn resample(clip: &Clip, target_rate: u32) -> Result<Clip, AudioError> {
     }
     let channels = usize::from(clip.channels);
     let frames = clip.frames();
+    let sanitized;
+    let samples = if clip.samples.iter().all(|&s| is_sane(s)) {
+        &clip.samples
+    } else {
+        sanitized = {
+            let mut copy = clip.samples.clone();
+            sanitize(&mut copy);
+            copy
+        };
+        &sanitized
+    };
     let mut resampler = Fft::<f32>::new(
         clip.sample_rate as usize,
         target_rate as usize,
@@ -61,7 +91,7 @@ pub fn resample(clip: &Clip, target_rate: u32) -> Result<Clip, AudioError> {
         FixedSync::Input,
     )
     .map_err(|err| AudioError::Resample(err.to_string()))?;
-    let input = InterleavedSlice::new(&clip.samples, channels, frames)
+    let input = InterleavedSlice::new(samples, channels, frames)
         .map_err(|err| AudioError::Resample(err.to_string()))?;
     let output = resampler
         .process_all(&input, frames, None)
@@ -149,6 +179,22 @@ mod tests {
         let right_energy: f32 = out.samples.iter().skip(1).step_by(2).map(|s| s * s).sum();
         let left_energy: f32 = out.samples.iter().step_by(2).map(|s| s * s).sum();
         assert!(right_energy < 1e-6 && left_energy > 3_000.0);
+    }
+
+    #[test]
+    fn non_finite_and_huge_samples_do_not_break_the_resampler() {
+        let mut samples = sine(440.0, 44_100, 0.5);
+        samples[100] = f32::NAN;
+        samples[200] = f32::INFINITY;
+        samples[300] = 7.7e34;
+        samples[400] = -3.0e38;
+        let clip = Clip {
+            samples,
+            sample_rate: 44_100,
+            channels: 1,
+        };
+        let out = resample(&clip, 32_000).unwrap();
+        assert!(out.samples.iter().all(|s| s.is_finite()));
     }
 
     #[test]
