@@ -338,7 +338,7 @@ mod tests {
         let extractor = ChromaExtractor::new(ChromaConfig::musicgen_melody());
         assert_eq!(extractor.chroma(&vec![0.0; 30 * 32_000]).frames(), 235);
         assert_eq!(extractor.chroma(&vec![0.0; 31 * 32_000]).frames(), 235);
-        assert_eq!(extractor.chroma(&vec![0.0; 10]).frames(), 5);
+        assert_eq!(extractor.chroma(&[0.0; 10]).frames(), 5);
     }
 
     #[test]

@@ -36,7 +36,11 @@ impl Clip {
                 "the clip has no sample rate".into(),
             ));
         }
-        if self.samples.len() % usize::from(self.channels) != 0 {
+        if !self
+            .samples
+            .len()
+            .is_multiple_of(usize::from(self.channels))
+        {
             return Err(crate::AudioError::InvalidClip(format!(
                 "{} samples do not make whole frames of {} channels",
                 self.samples.len(),

@@ -6,7 +6,9 @@
 //! `loudness` caps its gain so the true peak stays at or below
 //! [`TRUE_PEAK_CEILING_DBTP`], so a clip with a spike ends quieter than the
 //! target rather than distorted. A silent clip is left as it is (its
-//! loudness is -inf; no gain could reach a target from it).
+//! loudness is -inf; no gain could reach a target from it), and so is one
+//! shorter than EBU R128's 400 ms measuring block, which has no integrated
+//! loudness.
 
 use ebur128::{EbuR128, Mode};
 
@@ -166,6 +168,14 @@ mod tests {
             normalize(&mut clip, how).unwrap();
             assert!(clip.samples.iter().all(|&s| s == 0.0), "{how}");
         }
+    }
+
+    #[test]
+    fn a_clip_shorter_than_one_measuring_block_is_left_as_it_is() {
+        let original = sine(0.1, 1000.0, 32_000, 0.3, 1);
+        let mut clip = original.clone();
+        normalize(&mut clip, Normalization::Loudness).unwrap();
+        assert_eq!(clip, original);
     }
 
     #[test]

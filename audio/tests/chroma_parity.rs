@@ -2,6 +2,8 @@
 //! `MusicgenMelodyFeatureExtractor` computed on the same samples (recorded
 //! by tests/fixtures/make_chroma_fixture.py into tests/fixtures/melody-chroma).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use serde_json::Value;

@@ -2,6 +2,8 @@
 //! tests/fixtures/make_upload_fixtures.py) through the whole melody path, and
 //! bad, hostile or oversized files, which must end as one-line errors.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use sound_creator_audio::{
@@ -285,4 +287,17 @@ fn fuzz_regression_a_float_wav_of_huge_samples_goes_through_the_melody_path() {
     let wav = melody_input(&decoded.clip).unwrap();
     assert!(wav.iter().all(|s| s.is_finite()));
     assert!(melody_chroma(&wav).frames() >= 1);
+}
+
+#[test]
+fn fuzz_regression_a_wav_claiming_28162_channels_is_an_error_not_a_panic() {
+    // Found by audio/fuzz: symphonia-format-riff 0.6.1 multiplies the
+    // channel count by the sample size in u16 (wave/chunks.rs:100), which
+    // overflows; with overflow checks on (debug builds, as in these tests)
+    // that panics inside the decoder, and decode_upload's catch_unwind must
+    // turn it into an error. Release builds wrap silently and refuse the
+    // channel count.
+    let err = decode(&upload("../fuzz-regressions/wav-28162-channels.wav")).unwrap_err();
+    assert!(err.is_bad_input(), "{err:?}");
+    assert_one_line(&err);
 }

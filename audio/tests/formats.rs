@@ -6,6 +6,8 @@
 //! The Python interpreter is `SOUND_CREATOR_PYTHON`, else `python3` on PATH
 //! (the project's .venv once `eval "$(bash scripts/setup.sh)"` has run).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::process::Command;
 
