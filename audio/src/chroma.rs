@@ -65,6 +65,7 @@ impl Chromagram {
         self.values.len() / self.num_chroma.max(1)
     }
 
+    /// One frame's bins; panics if `index >= frames()`, as slice indexing.
     pub fn frame(&self, index: usize) -> &[f32] {
         &self.values[index * self.num_chroma..(index + 1) * self.num_chroma]
     }

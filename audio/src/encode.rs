@@ -47,7 +47,15 @@ impl EncodedAudio {
 pub fn encode(clip: &Clip, format: OutputFormat) -> Result<EncodedAudio, AudioError> {
     clip.check()?;
     let bytes = match format {
-        OutputFormat::Wav => encode_wav(clip),
+        OutputFormat::Wav => {
+            // RIFF sizes are 32-bit: about 18 hours of 32 kHz stereo.
+            if clip.samples.len() > (u32::MAX as usize - 36) / 2 {
+                return Err(AudioError::InvalidClip(
+                    "the clip is too long for a WAV file".into(),
+                ));
+            }
+            encode_wav(clip)
+        }
         OutputFormat::Flac => encode_flac(clip)?,
         OutputFormat::Mp3 => encode_mp3(clip)?,
         OutputFormat::Ogg => encode_vorbis(clip)?,

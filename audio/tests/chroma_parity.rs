@@ -1,6 +1,7 @@
 //! The melody chromagram against what transformers'
 //! `MusicgenMelodyFeatureExtractor` computed on the same samples (recorded
-//! by tests/fixtures/make_chroma_fixture.py into tests/fixtures/melody-chroma).
+//! by tests/fixtures/make_chroma_fixture.py into tests/fixtures/melody-chroma):
+//! at 32 kHz mono exactly, and through resampling and downmix roughly.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use sound_creator_audio::{
-    decode_upload, fit_chroma_length, melody_chroma, ChromaConfig, ChromaExtractor, DecodeLimits,
+    decode_upload, fit_chroma_length, melody_chroma, melody_input, ChromaConfig, ChromaExtractor,
+    DecodeLimits,
 };
 
 fn fixture(name: &str) -> (Vec<f32>, Value) {
@@ -89,4 +91,48 @@ fn the_recorded_chroma_tiles_to_the_models_235_frames() {
     for (t, bin) in argmax.iter().enumerate() {
         assert_eq!(*bin as u64, hot[t % hot.len()].as_u64().unwrap());
     }
+}
+
+#[test]
+fn chroma_of_a_44k_stereo_upload_agrees_with_transformers_through_resampling() {
+    // transformers resamples with torchaudio's windowed sinc and this crate
+    // with rubato; the downmix is the same mean. The one-hot frames must be
+    // identical, the values only close.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/melody-chroma");
+    let flac = std::fs::read(dir.join("stereo-44k.flac")).unwrap();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("stereo-44k.json")).unwrap()).unwrap();
+    let decoded = decode_upload(&flac, "audio/flac", &DecodeLimits::default()).unwrap();
+    assert_eq!(decoded.clip.sample_rate, 44_100);
+    assert_eq!(decoded.clip.channels, 2);
+    assert_eq!(
+        decoded.clip.frames() as u64,
+        expected["samples"].as_u64().unwrap()
+    );
+    let wav = melody_input(&decoded.clip).unwrap();
+    let normalized = ChromaExtractor::new(ChromaConfig::musicgen_melody()).normalized_chroma(&wav);
+    assert_eq!(
+        normalized.frames() as u64,
+        expected["frames"].as_u64().unwrap()
+    );
+    let hot: Vec<usize> = expected["one_hot_bin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(normalized.argmax(), hot);
+    let mut worst = 0.0f64;
+    for (t, row) in expected["normalised_chroma"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        for (c, v) in row.as_array().unwrap().iter().enumerate() {
+            worst = worst.max((f64::from(normalized.frame(t)[c]) - v.as_f64().unwrap()).abs());
+        }
+    }
+    eprintln!("stereo-44k: largest difference from transformers {worst:.2e}");
+    assert!(worst < 5e-3, "largest difference {worst}");
 }
