@@ -37,7 +37,8 @@ mkdir -p corpus/decode_upload artifacts/decode_upload
 parallel=()
 # libFuzzer's -jobs mode writes each job's log to fuzz-N.log instead.
 [ "$JOBS" -gt 1 ] && parallel=(-jobs="$JOBS" -workers="$JOBS")
-checks=()
+# cargo-fuzz builds with overflow checks unless told -O (release, as shipped).
+checks=(-O)
 [ "${FUZZ_DEBUG_ASSERTIONS:-0}" = 1 ] && checks=(--debug-assertions)
 exec cargo fuzz run decode_upload --sanitizer "$SANITIZER" "${checks[@]}" \
     corpus/decode_upload seeds/decode_upload -- \
