@@ -3,7 +3,9 @@
 libsndfile (through soundfile: libFLAC, LAME, libvorbis) takes to encode the
 same clip, and transformers' MusicgenMelodyFeatureExtractor to compute its
 chroma (32 kHz mono clips only). Prints one JSON object of median
-milliseconds (5 runs after a warm-up), with null where a step is unavailable.
+milliseconds (5 runs after a warm-up) and output sizes (`<format>_bytes`),
+with null where a step is unavailable. libsndfile encodes with its own
+default settings, not the audio crate's, so compare sizes along with times.
 
 Usage: python bench/audio_reference_bench.py CLIP.wav
 """
@@ -39,11 +41,14 @@ def main():
     result = {"libsndfile": soundfile.__libsndfile_version__}
     for name, (fmt, subtype) in FORMATS.items():
         def run():
-            soundfile.write(io.BytesIO(), data, rate, format=fmt, subtype=subtype)
+            out = io.BytesIO()
+            soundfile.write(out, data, rate, format=fmt, subtype=subtype)
+            result[name + "_bytes"] = len(out.getbuffer())
         try:
             result[name] = median_ms(run)
         except Exception:  # a libsndfile build without that format
             result[name] = None
+            result[name + "_bytes"] = None
     result["chroma"] = None
     if rate == 32000 and data.shape[1] == 1:
         try:

@@ -124,8 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("30 s clips; median of {RUNS} runs; ms (x realtime = 30000 / ms)");
     println!(
-        "{:<26} {:>10} {:>10} {:>10} {:>12}",
-        "operation", "ours ms", "x realtime", "ref ms", "bytes"
+        "{:<26} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "operation", "ours ms", "x realtime", "ref ms", "bytes", "ref bytes"
     );
     for (clip, reference) in clips.iter().zip(&references) {
         let label = format!("{} Hz x{}", clip.sample_rate, clip.channels);
@@ -134,13 +134,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ms = median_ms(|| {
                 bytes = encode(clip, format).map(|e| e.bytes.len()).unwrap_or(0);
             });
+            let reference_bytes = reference[format!("{format}_bytes")]
+                .as_u64()
+                .map_or("-".to_string(), |b| b.to_string());
             println!(
-                "{:<26} {:>10.1} {:>10.0} {} {:>12}",
+                "{:<26} {:>10.1} {:>10.0} {} {:>12} {:>12}",
                 format!("encode {format} {label}"),
                 ms,
                 seconds * 1000.0 / ms,
                 cell(&reference[format.as_str()]),
-                bytes
+                bytes,
+                reference_bytes
             );
         }
         let ms = median_ms(|| {
