@@ -2,8 +2,8 @@
 //! interleaved `f32` samples, with symphonia.
 //!
 //! The bytes come from a client and may be hostile: decoding must never
-//! panic, never allocate more than [`DecodeLimits`] allow, and never loop
-//! without consuming input. Audio past `max_seconds` is not decoded at all
+//! panic, never hold more samples than [`DecodeLimits`] allow, and never
+//! loop without consuming input (audio/fuzz checks all three). Audio past `max_seconds` is not decoded at all
 //! (the melody model only ever looks at a bounded window), so a small file
 //! that expands to hours of silence costs no more than `max_seconds` of it.
 
@@ -43,7 +43,7 @@ pub struct DecodeLimits {
     pub max_seconds: f64,
     /// The most interleaved samples ever held (4 bytes each). A file whose
     /// rate and channel count would need more than this for `max_seconds`
-    /// is refused before it is decoded.
+    /// is refused at its first packet, before the rest is decoded.
     pub max_samples: usize,
 }
 
