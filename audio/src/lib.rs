@@ -12,6 +12,22 @@
 //! [`decode_upload`] → [`melody_input`] (mono, 32 kHz) → [`melody_chroma`]
 //! → [`fit_chroma_length`]; for an output it is
 //! [`normalize`] → [`encode`].
+//!
+//! ```
+//! use sound_creator_audio::*;
+//!
+//! // A generated clip, levelled and encoded as the request asked.
+//! let mut clip = Clip { samples: vec![0.1; 32_000], sample_rate: 32_000, channels: 1 };
+//! normalize(&mut clip, Normalization::parse("peak")?)?;
+//! let file = encode(&clip, OutputFormat::parse("mp3")?)?;
+//! assert_eq!((file.content_type(), file.extension()), ("audio/mpeg", "mp3"));
+//!
+//! // An uploaded melody, as MusicGen-melody's 235 chroma frames.
+//! let upload = decode_upload(&file.bytes, "audio/mpeg", &DecodeLimits::default())?;
+//! let chroma = fit_chroma_length(&melody_chroma(&melody_input(&upload.clip)?), 235);
+//! assert_eq!((chroma.frames(), chroma.num_chroma), (235, 12));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod chroma;
 mod clip;
