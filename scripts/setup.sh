@@ -3,7 +3,8 @@
 #  - a Rust toolchain (rustup),
 #  - a C toolchain and pkg-config (apt),
 #  - the Python venv `.venv` with PyTorch 2.11 (the libtorch that `tch` links
-#    against), plus `transformers` for the fixture and benchmark scripts.
+#    against), plus `transformers` for the fixture and benchmark scripts and
+#    `soundfile` (libsndfile) for the audio format tests.
 # Then prints the environment to build and run with; source it:
 #   eval "$(bash scripts/setup.sh)"
 # Progress goes to stderr so that stdout stays eval-able.
@@ -21,7 +22,8 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >&2
 }
 
-command -v cc >/dev/null && command -v pkg-config >/dev/null || { log "installing build tools"; apt_install build-essential pkg-config; }
+# make: LAME (the MP3 encoder, built from source by mp3lame-sys) uses autotools.
+command -v cc >/dev/null && command -v make >/dev/null && command -v pkg-config >/dev/null || { log "installing build tools"; apt_install build-essential pkg-config; }
 command -v python3 >/dev/null || { log "installing python3"; apt_install python3 python3-venv python3-pip; }
 if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     log "installing Rust with rustup"
@@ -37,6 +39,10 @@ fi
 "$VENV/bin/python" -c "import transformers, tokenizers, safetensors" 2>/dev/null || {
     log "installing transformers into $VENV"
     "$VENV/bin/pip" install -q --no-cache-dir transformers tokenizers safetensors >&2
+}
+"$VENV/bin/python" -c "import soundfile" 2>/dev/null || {
+    log "installing soundfile into $VENV (the independent decoder of the audio format tests)"
+    "$VENV/bin/pip" install -q --no-cache-dir soundfile >&2
 }
 
 TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
