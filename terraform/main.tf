@@ -34,6 +34,7 @@ provider "aws" {
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:Only the first two zones are used (network.tf slices them); a zone AWS adds later changes nothing.
   state = "available"
 }
 
@@ -43,7 +44,6 @@ locals {
   # `<SQS_QUEUE_PREFIX><queue>`: the names `sound_creator_aws::sqs` builds.
   queue_prefix = "${local.name}-"
   queues       = toset(["music-jobs", "audio-jobs", "completions"])
-  worker_queue = "${var.worker_family}-jobs"
 
   # S3 keeps clips one day past RESULT_TTL; the API stops handing out links
   # at RESULT_TTL (404 `expired_result`), so no link ever points at nothing.
@@ -69,7 +69,7 @@ locals {
     MAX_DURATION           = tostring(var.max_duration)
     MAX_PROMPT_LEN         = tostring(var.max_prompt_len)
     RESULT_TTL             = tostring(var.result_ttl_seconds)
-    DEPLOYED_TYPES         = var.worker_family
+    DEPLOYED_TYPES         = join(",", keys(var.worker_families))
     CALLBACK_ALLOWED_HOSTS = join(",", var.callback_allowed_hosts)
     MUSIC_GEN_MODEL        = var.music_gen_model
     AUDIO_GEN_MODEL        = var.audio_gen_model

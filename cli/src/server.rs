@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use sound_creator_aws::task_protection::{EcsTaskProtection, TaskProtectionSettings};
 use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::service::TaskService;
 use sound_creator_core::settings::Settings;
@@ -58,6 +59,37 @@ fn shutdown_on_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+/// While the process runs, refreshes the file `LIVENESS_FILE` names (when
+/// set) every few seconds: the container's health check (docker/healthcheck.sh)
+/// reads its age. It starts before the model loads, so it says the process
+/// and its runtime are alive, not that a job is moving (the queue's
+/// visibility timeout and receive count take care of a stuck job).
+fn spawn_liveness() {
+    let Some(path) = std::env::var_os("LIVENESS_FILE").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            let now = unix_seconds();
+            if let Err(e) = tokio::fs::write(&path, format!("{now}\n")).await {
+                if !warned {
+                    tracing::warn!(path = %std::path::Path::new(&path).display(), error = %e, "cannot write the liveness file");
+                    warned = true;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    });
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// The settings `serve` and `api` run with: the environment's, and at least
@@ -148,6 +180,9 @@ pub async fn serve_with(
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let settings = settings()?;
+    // Read before the model loads, so a bad setting fails at once.
+    let protection = TaskProtectionSettings::from_env().map_err(anyhow::Error::msg)?;
+    spawn_liveness();
     let (s, m, family) = (settings.clone(), args.model.clone(), args.family);
     let generator = tokio::task::spawn_blocking(move || load_generator(family, &s, &m)).await??;
     let backends = backends::connect(
@@ -161,14 +196,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     config.max_batch = args.model.max_batch.max(1);
     config.visibility_timeout = backends.visibility_timeout;
     let shutdown = shutdown_on_signal();
-    Worker::new(backends.ports, settings, generator, config)
-        .run(shutdown.cancelled_owned())
-        .await;
+    let mut worker = Worker::new(backends.ports, settings, generator, config);
+    if let Some(protection) = protection {
+        tracing::info!(
+            minutes = protection.expires_in_minutes,
+            "holding ECS task scale-in protection while jobs are in hand"
+        );
+        worker = worker.with_scale_in_protection(Arc::new(EcsTaskProtection::new(&protection)?));
+    }
+    worker.run(shutdown.cancelled_owned()).await;
     Ok(())
 }
 
 pub async fn completion(args: BackendArgs) -> anyhow::Result<()> {
     let settings = settings()?;
+    spawn_liveness();
     let backends =
         backends::connect(args.backend, &args.data_dir, "http://127.0.0.1", &settings).await?;
     let shutdown = shutdown_on_signal();

@@ -9,7 +9,10 @@
 //! and the message is deleted only after its effects are recorded. While a
 //! job runs, a heartbeat keeps its message invisible so no other worker
 //! starts it; on shutdown, the job in hand stops at its next decoding step
-//! and its message goes back to the queue.
+//! and its message goes back to the queue. With a scale-in protection port
+//! (ECS task scale-in protection), the worker holds protection from the
+//! first job it receives until its queue is empty, so a scale-in never picks
+//! a worker with a job in hand.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,13 +27,15 @@ use sound_creator_core::audio::{
 };
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
-use sound_creator_core::ports::{clip_key, BackendError, Delivery, QueueName};
+use sound_creator_core::ports::{clip_key, BackendError, Delivery, QueueName, ScaleInProtection};
 use sound_creator_core::records::{self, StageStart};
 use sound_creator_core::request::AudioFormat;
 use sound_creator_core::service::Ports;
 use sound_creator_core::settings::Settings;
 use sound_creator_core::task::{ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus};
 use tokio::sync::watch;
+
+use crate::protection::ProtectionHold;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -76,6 +81,7 @@ pub struct Worker {
     config: WorkerConfig,
     /// Set on shutdown: the running batch stops at its next step.
     stopping: Arc<AtomicBool>,
+    protection: ProtectionHold,
 }
 
 /// A received job that is to be generated.
@@ -106,7 +112,14 @@ impl Worker {
             generator,
             config,
             stopping: Arc::new(AtomicBool::new(false)),
+            protection: ProtectionHold::new(None),
         }
+    }
+
+    /// Holds `protection` while jobs are in hand (see the module docs).
+    pub fn with_scale_in_protection(mut self, protection: Arc<dyn ScaleInProtection>) -> Self {
+        self.protection = ProtectionHold::new(Some(protection));
+        self
     }
 
     fn queue(&self) -> QueueName {
@@ -146,6 +159,10 @@ impl Worker {
                     failed = true;
                 }
                 match turn {
+                    Ok((ExecutionOutcome::EmptyQueue, None)) => {
+                        // Nothing in hand, and the previous batch is recorded.
+                        self.protection.let_go().await;
+                    }
                     Ok((_, generated)) => finishing = generated,
                     Err(e) => {
                         tracing::warn!(%family, error = %e, "worker could not reach a backend; retrying");
@@ -185,6 +202,9 @@ impl Worker {
         if let Some(generated) = generated {
             self.finish_batch(generated).await?;
         }
+        if outcome == ExecutionOutcome::EmptyQueue {
+            self.protection.let_go().await;
+        }
         Ok(outcome)
     }
 
@@ -201,6 +221,7 @@ impl Worker {
         if deliveries.is_empty() {
             return Ok((ExecutionOutcome::EmptyQueue, None));
         }
+        self.protection.hold().await;
         let handled = deliveries.len();
         let mut runnable = Vec::new();
         for delivery in deliveries {

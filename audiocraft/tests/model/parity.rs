@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use sound_creator_core::audio::{AudioGenerator, ClipRequest, StepControl, StepObserver};
-use sound_creator_core::request::GenerationParams;
 use sound_creator_audiocraft::generation::{Continue, GenerateOptions};
 use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_audiocraft::MusicGenEngine;
+use sound_creator_core::audio::{AudioGenerator, ClipRequest, StepControl, StepObserver};
+use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {

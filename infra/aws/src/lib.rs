@@ -17,6 +17,7 @@ pub mod redis_cache;
 pub mod s3;
 pub mod settings;
 pub mod sqs;
+pub mod task_protection;
 
 use std::sync::Arc;
 use std::time::Duration;
