@@ -383,6 +383,7 @@ impl Worker {
                             .await?;
                     } else {
                         // Stopped for shutdown: hand the job to another worker.
+                        tracing::info!(task_id = %runnable.job.task_id, index = runnable.job.index, "stopped for shutdown; job handed back to the queue");
                         self.ports
                             .queue
                             .release(queue, &runnable.delivery.receipt)
