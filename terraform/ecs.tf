@@ -70,6 +70,7 @@ resource "aws_launch_template" "gpu" {
     ECS_ENABLE_GPU_SUPPORT=true
     ECS_ENABLE_TASK_IAM_ROLE=true
     ECS_CONTAINER_STOP_TIMEOUT=${local.worker_stop_timeout_seconds}s
+    ECS_WARM_POOLS_CHECK=${each.value.warm_pool}
     CONFIG
     # The worker image runs as uid 10001 (docker/Dockerfile.worker).
     mkdir -p /var/lib/sound-creator/models
@@ -100,6 +101,22 @@ resource "aws_autoscaling_group" "gpu" {
   launch_template {
     id      = aws_launch_template.gpu[each.key].id
     version = aws_launch_template.gpu[each.key].latest_version
+  }
+
+  # Stopped instances that have run a worker keep the image and the model
+  # cache on their root volume; managed scaling starts them first.
+  dynamic "warm_pool" {
+    for_each = each.value.warm_pool ? [1] : []
+
+    content {
+      pool_state                  = "Stopped"
+      min_size                    = 0
+      max_group_prepared_capacity = each.value.max_tasks
+
+      instance_reuse_policy {
+        reuse_on_scale_in = true
+      }
+    }
   }
 
   # The capacity provider owns the size from here on.

@@ -233,17 +233,24 @@ variable "worker_families" {
       target-tracking policy holds; lower means more tasks sooner;
     - idle_minutes: minutes the service must have more tasks than the backlog
       needs before the excess is removed (down to zero when the queue is empty);
-    - max_batch: WORKER_MAX_BATCH, jobs generated together in one forward pass;
+    - max_batch: WORKER_MAX_BATCH, jobs generated together in one forward pass
+      (its KV cache must fit the GPU: 16 x 30 s clips of musicgen-small take
+      about 10 GB in f32, which a 24 GB A10G holds);
+    - warm_pool: keep up to max_tasks stopped instances in the Auto Scaling
+      group's warm pool, reused on scale-in with the image and the model still
+      on their volumes: a start takes about a minute instead of five, for the
+      price of the stopped volumes;
     - cpu / memory_mb: what a task reserves on its instance.
     The defaults come from bench/autoscale_sim.py (docs/deploy.md, "Autoscaling").
   EOT
   type = map(object({
     instance_type           = optional(string, "g5.xlarge")
     min_tasks               = optional(number, 0)
-    max_tasks               = optional(number, 4)
-    target_backlog_per_task = optional(number, 8)
+    max_tasks               = optional(number, 8)
+    target_backlog_per_task = optional(number, 16)
     idle_minutes            = optional(number, 10)
-    max_batch               = optional(number, 8)
+    max_batch               = optional(number, 16)
+    warm_pool               = optional(bool, true)
     cpu                     = optional(number, 3072)
     memory_mb               = optional(number, 14336)
   }))
