@@ -342,8 +342,10 @@ async fn a_sigterm_mid_job_hands_the_job_back_and_a_new_worker_completes_it_once
 
     // A 30 s clip takes the tiny model seconds on a CPU: SIGTERM lands
     // mid-generation, after the worker's own "generating" line.
+    // The stats database outlives a test run: a user of this run only.
+    let user = deployment.var("DYNAMODB_TABLE");
     let id = app
-        .submit(&task_body("aws-term", "stopped by a scale-in", 30.0))
+        .submit(&task_body(&user, "stopped by a scale-in", 30.0))
         .await;
     let deadline = Instant::now() + LONG;
     while generations(&[first.log_text()], &id) == 0 {
@@ -395,7 +397,7 @@ async fn a_sigterm_mid_job_hands_the_job_back_and_a_new_worker_completes_it_once
     // Idle again: worker-2 lets go of its protection once the queue is empty.
     agent_two.wait_for(&[true, false], LONG).await;
 
-    let stats = wait_stats(&app, "aws-term", 1).await;
+    let stats = wait_stats(&app, &user, 1).await;
     assert_eq!(stats["by_status"]["succeeded"], 1, "one stats row");
     receiver.wait_for(1, LONG).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

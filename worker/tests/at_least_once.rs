@@ -238,15 +238,23 @@ async fn scale_in_protection_is_asked_once_per_busy_spell_renewed_when_due_and_l
             calls: Mutex::default(),
             lasts,
         });
-        let worker = Worker::new(ports.clone(), settings.clone(), engine.clone(), config.clone())
-            .with_scale_in_protection(protection.clone());
+        let worker = Worker::new(
+            ports.clone(),
+            settings.clone(),
+            engine.clone(),
+            config.clone(),
+        )
+        .with_scale_in_protection(protection.clone());
         for _ in 0..3 {
             assert_eq!(
                 worker.try_execute_jobs().await.unwrap(),
                 ExecutionOutcome::Handled(1)
             );
         }
-        assert_eq!(*protection.calls.lock().unwrap(), vec![true; want.len() - 1]);
+        assert_eq!(
+            *protection.calls.lock().unwrap(),
+            vec![true; want.len() - 1]
+        );
         assert_eq!(
             worker.try_execute_jobs().await.unwrap(),
             ExecutionOutcome::EmptyQueue

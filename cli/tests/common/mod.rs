@@ -366,10 +366,11 @@ impl Process {
     /// Sends SIGTERM, what ECS sends a task it stops (scale-in, deployment,
     /// instance draining).
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's own `kill`: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill -TERM failed");
     }
 
