@@ -179,11 +179,15 @@ resource "aws_iam_role_policy" "completion_lambda" {
 # GPU worker task: takes jobs of its family, uploads clips, reports stages
 
 resource "aws_iam_role" "worker_task" {
-  name               = "${local.name}-worker-task"
+  for_each = var.worker_families
+
+  name               = "${local.name}-worker-${each.key}-task"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
 data "aws_iam_policy_document" "worker_task" {
+  for_each = var.worker_families
+
   statement {
     sid = "TakeJobs"
     actions = [
@@ -193,7 +197,7 @@ data "aws_iam_policy_document" "worker_task" {
       "sqs:GetQueueAttributes",
       "sqs:GetQueueUrl",
     ]
-    resources = [local.queue_arns[local.worker_queue]]
+    resources = [local.queue_arns["${each.key}-jobs"]]
   }
 
   statement {
@@ -219,12 +223,21 @@ data "aws_iam_policy_document" "worker_task" {
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.audio.arn]
   }
+
+  # The ECS agent's task-protection endpoint acts with the task's role.
+  statement {
+    sid       = "ScaleInProtection"
+    actions   = ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]
+    resources = ["arn:${data.aws_partition.current.partition}:ecs:${var.region}:${data.aws_caller_identity.current.account_id}:task/${aws_ecs_cluster.workers.name}/*"]
+  }
 }
 
 resource "aws_iam_role_policy" "worker_task" {
-  name   = "sound-creator-worker"
-  role   = aws_iam_role.worker_task.id
-  policy = data.aws_iam_policy_document.worker_task.json
+  for_each = var.worker_families
+
+  name   = "sound-creator-worker-${each.key}"
+  role   = aws_iam_role.worker_task[each.key].id
+  policy = data.aws_iam_policy_document.worker_task[each.key].json
 }
 
 # The execution role is what ECS itself uses to start the task: pull the

@@ -34,6 +34,7 @@ provider "aws" {
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:Only the first two zones are used (network.tf slices them); a zone AWS adds later changes nothing.
   state = "available"
 }
 
@@ -43,11 +44,15 @@ locals {
   # `<SQS_QUEUE_PREFIX><queue>`: the names `sound_creator_aws::sqs` builds.
   queue_prefix = "${local.name}-"
   queues       = toset(["music-jobs", "audio-jobs", "completions"])
-  worker_queue = "${var.worker_family}-jobs"
 
   # S3 keeps clips one day past RESULT_TTL; the API stops handing out links
   # at RESULT_TTL (404 `expired_result`), so no link ever points at nothing.
   audio_expiration_days = ceil(var.result_ttl_seconds / 86400) + 1
+
+  # The worker fails a job's stage after job_max_attempts receives; one more
+  # covers a crash while it does, and then the message is dead-lettered
+  # (the same rule as WorkerSettings::max_receives in the code).
+  max_receive_count = var.job_max_attempts + 2
 
   # Settings every process reads, as plain environment variables.
   common_environment = {
@@ -56,7 +61,7 @@ locals {
     AWS_REGION_NAME        = var.region
     SQS_QUEUE_PREFIX       = local.queue_prefix
     SQS_VISIBILITY_TIMEOUT = tostring(var.job_visibility_timeout_seconds)
-    SQS_MAX_RECEIVE_COUNT  = tostring(var.max_receive_count)
+    JOB_MAX_ATTEMPTS       = tostring(var.job_max_attempts)
     S3_BUCKET              = aws_s3_bucket.audio.bucket
     DYNAMODB_TABLE         = aws_dynamodb_table.tasks.name
     REDIS_HOST             = aws_elasticache_replication_group.cache.primary_endpoint_address
@@ -69,7 +74,7 @@ locals {
     MAX_DURATION           = tostring(var.max_duration)
     MAX_PROMPT_LEN         = tostring(var.max_prompt_len)
     RESULT_TTL             = tostring(var.result_ttl_seconds)
-    DEPLOYED_TYPES         = var.worker_family
+    DEPLOYED_TYPES         = join(",", keys(var.worker_families))
     CALLBACK_ALLOWED_HOSTS = join(",", var.callback_allowed_hosts)
     MUSIC_GEN_MODEL        = var.music_gen_model
     AUDIO_GEN_MODEL        = var.audio_gen_model

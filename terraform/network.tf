@@ -14,6 +14,7 @@ locals {
 }
 
 resource "aws_vpc" "main" {
+  #checkov:skip=CKV2_AWS_11:Flow logs cost per GB and nothing here needs them; turn them on with an aws_flow_log where an audit asks for it.
   count = var.create_vpc ? 1 : 0
 
   cidr_block           = var.vpc_cidr
@@ -21,6 +22,14 @@ resource "aws_vpc" "main" {
   enable_dns_hostnames = true
 
   tags = { Name = local.name }
+}
+
+# Nothing uses the default security group; with no rules it admits nothing.
+resource "aws_default_security_group" "main" {
+  count = var.create_vpc ? 1 : 0
+
+  vpc_id = aws_vpc.main[0].id
+  tags   = { Name = "${local.name}-default-unused" }
 }
 
 resource "aws_internet_gateway" "main" {
@@ -136,6 +145,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
 # Postgres accept them and nothing else.
 
 resource "aws_security_group" "lambda" {
+  #checkov:skip=CKV_AWS_382:The completion function calls clients back at the URLs they name (CALLBACK_ALLOWED_HOSTS), on any port, besides AWS APIs, Redis and Postgres.
   name        = "${local.name}-lambda"
   description = "sound-creator Lambda functions (outbound only)"
   vpc_id      = local.vpc_id
@@ -149,18 +159,41 @@ resource "aws_security_group" "lambda" {
   }
 }
 
+# The workers and their instances reach HTTPS (AWS APIs, ECR, the model
+# hub), Redis and Postgres, and nothing else. The rules are resources of
+# their own because Redis and Postgres name this group in turn. (The ECS
+# agent, credential and time endpoints are link-local and not filtered.)
 resource "aws_security_group" "worker" {
   name        = "${local.name}-worker"
   description = "sound-creator GPU worker tasks and instances (outbound only)"
   vpc_id      = local.vpc_id
+}
 
-  egress {
-    description = "AWS APIs, ECR, model hub, Redis, Postgres"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
-    cidr_blocks = ["0.0.0.0/0"]
-  }
+resource "aws_vpc_security_group_egress_rule" "worker_https" {
+  security_group_id = aws_security_group.worker.id
+  description       = "AWS APIs, ECR, the model hub"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "worker_redis" {
+  security_group_id            = aws_security_group.worker.id
+  description                  = "Redis"
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+  referenced_security_group_id = aws_security_group.redis.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "worker_postgres" {
+  security_group_id            = aws_security_group.worker.id
+  description                  = "Postgres"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = aws_security_group.postgres.id
 }
 
 resource "aws_security_group" "redis" {

@@ -43,7 +43,12 @@ output "worker_cluster" {
   value       = aws_ecs_cluster.workers.name
 }
 
-output "worker_service" {
-  description = "ECS service of the GPU workers."
-  value       = aws_ecs_service.worker.name
+output "worker_services" {
+  description = "ECS service of the GPU workers, by model family."
+  value       = { for f, service in aws_ecs_service.worker : f => service.name }
+}
+
+output "worker_autoscaling_groups" {
+  description = "GPU Auto Scaling group, by model family."
+  value       = { for f, group in aws_autoscaling_group.gpu : f => group.name }
 }

@@ -32,7 +32,7 @@ resource "aws_sqs_queue" "main" {
 
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.dead_letter[each.key].arn
-    maxReceiveCount     = var.max_receive_count
+    maxReceiveCount     = local.max_receive_count
   })
 }
 

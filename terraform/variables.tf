@@ -185,10 +185,15 @@ variable "job_visibility_timeout_seconds" {
   }
 }
 
-variable "max_receive_count" {
-  description = "Receives before a message moves to its dead-letter queue (SQS_MAX_RECEIVE_COUNT)."
+variable "job_max_attempts" {
+  description = "Times a job is started before its stage fails job_failed_repeatedly (JOB_MAX_ATTEMPTS); every queue dead-letters a message after this many receives plus two."
   type        = number
-  default     = 5
+  default     = 3
+
+  validation {
+    condition     = var.job_max_attempts >= 1 && var.job_max_attempts <= 50
+    error_message = "job_max_attempts must be between 1 and 50."
+  }
 }
 
 # ---------------------------------------------------------------------------
@@ -221,45 +226,76 @@ variable "log_retention_days" {
 # ---------------------------------------------------------------------------
 # GPU workers
 
-variable "worker_family" {
-  description = "Model family the GPU workers serve (music or audio); also DEPLOYED_TYPES for the API."
-  type        = string
-  default     = "music"
+variable "worker_families" {
+  description = <<-EOT
+    Model families the GPU workers serve, each with its own queue
+    (<name_prefix>-<family>-jobs), ECS service, Auto Scaling group and
+    scaling policies; the keys are also DEPLOYED_TYPES for the API. Per family:
+    - instance_type: GPU instance type (one worker task, one GPU, per instance);
+    - min_tasks / max_tasks: bounds of the service's task count (0 lets an idle
+      family cost nothing; max_tasks also bounds the Auto Scaling group);
+    - target_backlog_per_task: jobs (visible + in flight) per running task the
+      target-tracking policy holds; lower means more tasks sooner;
+    - idle_minutes: minutes the service must have more tasks than the backlog
+      needs before the excess is removed (down to zero when the queue is empty);
+    - max_batch: WORKER_MAX_BATCH, jobs generated together in one forward pass
+      (its KV cache must fit the GPU: 16 x 30 s clips of musicgen-small take
+      about 10 GB in f32, which a 24 GB A10G holds);
+    - warm_pool: keep up to max_tasks stopped instances in the Auto Scaling
+      group's warm pool, reused on scale-in with the image and the model still
+      on their volumes: a start takes about a minute instead of five, for the
+      price of the stopped volumes;
+    - cpu / memory_mb: what a task reserves on its instance.
+    The defaults come from bench/autoscale_sim.py (docs/deploy.md, "Autoscaling").
+  EOT
+  type = map(object({
+    instance_type           = optional(string, "g5.xlarge")
+    min_tasks               = optional(number, 0)
+    max_tasks               = optional(number, 8)
+    target_backlog_per_task = optional(number, 16)
+    idle_minutes            = optional(number, 10)
+    max_batch               = optional(number, 16)
+    warm_pool               = optional(bool, true)
+    cpu                     = optional(number, 3072)
+    memory_mb               = optional(number, 14336)
+  }))
+  default = { music = {} }
 
   validation {
-    condition     = contains(["music", "audio"], var.worker_family)
-    error_message = "worker_family must be music or audio."
+    condition     = length(var.worker_families) > 0 && alltrue([for f in keys(var.worker_families) : contains(["music", "audio"], f)])
+    error_message = "worker_families needs at least one key, each music or audio."
+  }
+
+  validation {
+    condition = alltrue([for f in values(var.worker_families) :
+      f.min_tasks >= 0 && f.max_tasks >= 1 && f.min_tasks <= f.max_tasks && f.max_tasks <= 100
+    ])
+    error_message = "Each family needs 0 <= min_tasks <= max_tasks, 1 <= max_tasks <= 100."
+  }
+
+  validation {
+    condition = alltrue([for f in values(var.worker_families) :
+      f.target_backlog_per_task > 0 && f.idle_minutes >= 1 && f.idle_minutes <= 1440 && f.max_batch >= 1
+    ])
+    error_message = "Each family needs target_backlog_per_task > 0, 1 <= idle_minutes <= 1440 and max_batch >= 1."
   }
 }
 
-variable "gpu_instance_type" {
-  description = "GPU instance type of the worker ASG (one worker per GPU)."
-  type        = string
-  default     = "g5.xlarge"
+variable "worker_task_protection_minutes" {
+  description = "How long the ECS task scale-in protection a worker sets while it holds a job lasts before ECS drops it on its own (the worker renews it per batch and clears it when its queue is empty). Bounds the harm of a worker that hangs."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.worker_task_protection_minutes >= 1 && var.worker_task_protection_minutes <= 2880
+    error_message = "worker_task_protection_minutes must be between 1 and 2880 (ECS's limit)."
+  }
 }
 
-variable "worker_desired_count" {
-  description = "Number of GPU worker tasks (one GPU each)."
+variable "gpu_instance_warmup_seconds" {
+  description = "Seconds a new GPU instance is given before the capacity provider counts it toward the cluster's metrics (boot, ECS agent, image pull)."
   type        = number
-  default     = 1
-}
-
-variable "worker_max_instances" {
-  description = "Upper bound of the GPU ASG."
-  type        = number
-  default     = 4
-}
-
-variable "worker_cpu" {
-  description = "CPU units reserved for a worker task (g5.xlarge has 4096)."
-  type        = number
-  default     = 3072
-}
-
-variable "worker_memory_mb" {
-  description = "Memory reserved for a worker task (g5.xlarge has 16 GiB, part of it for the ECS agent and OS)."
-  type        = number
-  default     = 14336
+  default     = 300
 }
 
 variable "worker_root_volume_gb" {
@@ -269,9 +305,9 @@ variable "worker_root_volume_gb" {
 }
 
 variable "ecs_gpu_ami_ssm_parameter" {
-  description = "SSM parameter holding the ECS GPU-optimized AMI id."
+  description = "SSM parameter holding the ECS GPU-optimized AMI id. Its NVIDIA driver must be 580 or newer for the CUDA 13 libraries in the worker image (docs/deploy.md)."
   type        = string
-  default     = "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+  default     = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 }
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 # Sets up and runs every test: installs what is missing (toolchains, libtorch
 # through pip, redis-server, PostgreSQL, moto), starts the real servers on
 # loopback (tests/env/up.sh), runs the whole workspace's tests against them,
-# the lints, and the deployment files' checks, then tears the servers down.
+# the lints, and the deployment files' linters (tests/lint-deploy.sh:
+# terraform fmt, checkov, hadolint, docker-compose), then tears the servers
+# down.
 #
 #   bash tests/run-all.sh
 set -euo pipefail
@@ -41,15 +43,6 @@ step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "deployment files"
-if command -v terraform >/dev/null; then
-    CHECKPOINT_DISABLE=1 terraform -chdir=terraform fmt -check -recursive
-else
-    echo "terraform not installed; skipping terraform fmt"
-fi
-if command -v docker-compose >/dev/null; then
-    docker-compose -f localstack/docker-compose.yml config -q
-else
-    echo "docker-compose not installed; skipping the compose file check"
-fi
+bash tests/lint-deploy.sh
 echo
 echo "all checks passed"

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use sound_creator_aws::task_protection::EcsTaskProtection;
 use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::service::TaskService;
 use sound_creator_core::task::ModelFamily;
@@ -53,6 +54,33 @@ fn shutdown_on_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+/// While the process runs, refreshes `LIVENESS_FILE` (when set) every few
+/// seconds: the container's health check (docker/healthcheck.sh) reads its
+/// age. It starts before the model loads, so it says the process and its
+/// runtime are alive, not that a job is moving (the queue's visibility
+/// timeout and receive count take care of a stuck job).
+fn spawn_liveness(settings: &Settings) {
+    let Some(path) = settings.worker.liveness_file.clone() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            if let Err(e) = tokio::fs::write(&path, format!("{now}\n")).await {
+                if !warned {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the liveness file");
+                    warned = true;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    });
 }
 
 /// `serve` and `api` need at least one client key, or no one could call
@@ -150,6 +178,7 @@ pub async fn serve_with(
 }
 
 pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<()> {
+    spawn_liveness(&settings);
     let models = settings.models.clone();
     let generator = tokio::task::spawn_blocking(move || load_generator(family, &models)).await??;
     let backends = backends::connect(&settings, "http://127.0.0.1").await?;
@@ -160,18 +189,25 @@ pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<(
         backends.visibility_timeout,
     );
     let shutdown = shutdown_on_signal();
-    Worker::new(
+    let mut worker = Worker::new(
         backends.ports,
         Arc::new(settings.service),
         generator,
         config,
-    )
-    .run(shutdown.cancelled_owned())
-    .await;
+    );
+    if let Some(protection) = &settings.worker.task_protection {
+        tracing::info!(
+            minutes = protection.expires_in_minutes,
+            "holding ECS task scale-in protection while jobs are in hand"
+        );
+        worker = worker.with_scale_in_protection(Arc::new(EcsTaskProtection::new(protection)?));
+    }
+    worker.run(shutdown.cancelled_owned()).await;
     Ok(())
 }
 
 pub async fn completion(settings: Settings) -> anyhow::Result<()> {
+    spawn_liveness(&settings);
     let backends = backends::connect(&settings, "http://127.0.0.1").await?;
     let shutdown = shutdown_on_signal();
     CompletionLoop::new(backends.ports, Arc::new(settings.service))

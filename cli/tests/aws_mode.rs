@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use common::{
     music, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, CallbackReceiver,
-    Process, TOKEN,
+    FakeEcsAgent, Process, TOKEN,
 };
 use serde_json::{json, Value};
 use sound_creator_core::audio::decode_wav;
@@ -78,9 +78,15 @@ impl Deployment {
     }
 
     fn worker(&self, name: &str) -> Process {
+        self.worker_with(name, &[])
+    }
+
+    fn worker_with(&self, name: &str, extra: &[(&str, &str)]) -> Process {
+        let mut env = self.env_refs();
+        env.extend_from_slice(extra);
         Process::spawn(
             &["worker", "--backend", "aws", "--family", "music"],
-            &self.env_refs(),
+            &env,
             self.dir.path().join(format!("{name}.log")),
         )
     }
@@ -304,4 +310,102 @@ async fn a_job_longer_than_the_visibility_timeout_is_not_delivered_twice_while_i
         4,
         "each of the 4 jobs ran once: the heartbeat kept them from a second worker"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_mid_job_hands_the_job_back_and_a_new_worker_completes_it_once_with_scale_in_protection_held(
+) {
+    // A visibility timeout far past the test's patience: only the worker's
+    // own release brings the job back in time for the second worker.
+    let receiver = CallbackReceiver::start(0).await;
+    let deployment = Deployment::new(
+        "term",
+        &[
+            ("MARKETPLACE_CALLBACK", receiver.url.as_str()),
+            ("SQS_VISIBILITY_TIMEOUT", "900"),
+        ],
+    );
+    let app = deployment.api();
+    let _completion = deployment.completion();
+    let (agent_one, agent_two) = (FakeEcsAgent::start().await, FakeEcsAgent::start().await);
+    let protected = |agent: &FakeEcsAgent| {
+        vec![
+            ("WORKER_TASK_PROTECTION".to_owned(), "true".to_owned()),
+            ("ECS_AGENT_URI".to_owned(), agent.uri.clone()),
+        ]
+    };
+    let env_one = protected(&agent_one);
+    let env_one: Vec<(&str, &str)> = env_one
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut first = deployment.worker_with("worker-1", &env_one);
+
+    // A 30 s clip takes the tiny model seconds on a CPU: SIGTERM lands
+    // mid-generation, after the worker's own "generating" line.
+    // The stats database outlives a test run: a user of this run only.
+    let user = deployment.var("DYNAMODB_TABLE");
+    let id = app
+        .submit(&task_body(&user, "stopped by a scale-in", 30.0))
+        .await;
+    let deadline = Instant::now() + LONG;
+    while generations(&[first.log_text()], &id) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker-1 never started {id}: {}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        agent_one.states(),
+        vec![true],
+        "protected before the job started, once"
+    );
+    first.terminate();
+    let status = first.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "worker-1 still runs 30 s after SIGTERM: {}",
+            first.log_text()
+        )
+    });
+    assert!(
+        status.success(),
+        "worker-1 exited with {status}: {}",
+        first.log_text()
+    );
+    let log = first.log_text();
+    assert!(log.contains("worker stopped"), "{log}");
+    assert!(
+        log.contains("job handed back to the queue"),
+        "the job was handed back, not finished: {log}"
+    );
+
+    let env_two = protected(&agent_two);
+    let env_two: Vec<(&str, &str)> = env_two
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let second = deployment.worker_with("worker-2", &env_two);
+    let doc = app.wait_final(&id, LONG).await;
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        generations(&[log, second.log_text()], &id),
+        2,
+        "started by worker-1, handed back at SIGTERM, run again by worker-2"
+    );
+    // Idle again: worker-2 lets go of its protection once the queue is empty.
+    agent_two.wait_for(&[true, false], LONG).await;
+
+    let stats = wait_stats(&app, &user, 1).await;
+    assert_eq!(stats["by_status"]["succeeded"], 1, "one stats row");
+    receiver.wait_for(1, LONG).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<_> = receiver
+        .calls()
+        .iter()
+        .map(|c| c.webhook_id.clone())
+        .collect();
+    assert_eq!(ids, vec![format!("msg_{id}")], "one callback");
 }

@@ -395,6 +395,26 @@ pub trait CallbackSender: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------
+// Scale-in protection
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("scale-in protection: {0}")]
+pub struct ProtectionError(pub String);
+
+/// Protection of the worker's own task from scale-in (ECS task scale-in
+/// protection in AWS): held while the worker has a job in hand, so that a
+/// scale-in stops only workers with nothing to lose. A failure here costs at
+/// most a job handed back by SIGTERM, so the worker logs it and goes on.
+#[async_trait]
+pub trait ScaleInProtection: Send + Sync {
+    async fn protect(&self) -> Result<(), ProtectionError>;
+    async fn unprotect(&self) -> Result<(), ProtectionError>;
+    /// How long one `protect` lasts if it is not renewed; the worker renews
+    /// it after half of this.
+    fn lasts(&self) -> Duration;
+}
+
+// ---------------------------------------------------------------------------
 // All of them
 
 /// Every backend the domain talks to, as one deployment wired them.

@@ -5,7 +5,7 @@ bucket, and the task table keyed on `pk` with TTL on `expires_at`.
 
 Reads the same settings as the services (AWS_ENDPOINT_URL, AWS_REGION_NAME,
 AWS_ACCESS_KEY, AWS_SECRET_KEY, SQS_QUEUE_PREFIX, SQS_VISIBILITY_TIMEOUT,
-SQS_MAX_RECEIVE_COUNT, S3_BUCKET, DYNAMODB_TABLE). Needs boto3. Exits 1 with
+JOB_MAX_ATTEMPTS, S3_BUCKET, DYNAMODB_TABLE). Needs boto3. Exits 1 with
 one line per problem.
 """
 
@@ -34,7 +34,8 @@ def main():
 
     prefix = setting("SQS_QUEUE_PREFIX", "sound-creator-")
     visibility = setting("SQS_VISIBILITY_TIMEOUT", "120")
-    max_receive = int(setting("SQS_MAX_RECEIVE_COUNT", "5"))
+    # The dead-letter threshold the code derives from JOB_MAX_ATTEMPTS.
+    max_receive = int(setting("JOB_MAX_ATTEMPTS", "3")) + 2
     problems = []
 
     for queue in ("music-jobs", "audio-jobs", "completions"):

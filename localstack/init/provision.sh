@@ -7,7 +7,7 @@
 #
 # Settings: the services' own (AWS_ENDPOINT_URL, AWS_REGION_NAME,
 # AWS_ACCESS_KEY, AWS_SECRET_KEY, SQS_QUEUE_PREFIX, SQS_VISIBILITY_TIMEOUT,
-# SQS_MAX_RECEIVE_COUNT, S3_BUCKET, DYNAMODB_TABLE). PROVISION_BIN names the
+# JOB_MAX_ATTEMPTS, S3_BUCKET, DYNAMODB_TABLE). PROVISION_BIN names the
 # program (default: sound-creator-provision, else `sound-creator provision`).
 set -eu
 

@@ -62,6 +62,19 @@ pub struct WorkerSettings {
     pub max_batch: usize,
     /// A job started this many times without finishing fails its stage.
     pub max_attempts: u32,
+    /// ECS task scale-in protection while jobs are in hand; `None`: off.
+    pub task_protection: Option<TaskProtectionSettings>,
+    /// Refreshed every few seconds for a container health check.
+    pub liveness_file: Option<PathBuf>,
+}
+
+/// How the worker asks ECS not to stop it while it has a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskProtectionSettings {
+    /// The ECS agent's endpoint (`ECS_AGENT_URI`), without a trailing `/`.
+    pub agent_uri: String,
+    /// How long one protection lasts unless renewed; ECS allows 1 to 2880.
+    pub expires_in_minutes: u32,
 }
 
 impl WorkerSettings {
@@ -406,10 +419,7 @@ impl Reader<'_> {
     }
 
     fn settings(&self) -> Result<Settings, SettingsError> {
-        let worker = WorkerSettings {
-            max_batch: self.parse::<usize>(&vars::WORKER_MAX_BATCH)?.max(1),
-            max_attempts: self.parse::<u32>(&vars::JOB_MAX_ATTEMPTS)?.max(1),
-        };
+        let worker = self.worker()?;
         Ok(Settings {
             api: self.api()?,
             service: self.service()?,
@@ -427,6 +437,40 @@ impl Reader<'_> {
             aws: self.aws(&worker)?,
             worker,
             telemetry: self.telemetry()?,
+        })
+    }
+
+    fn worker(&self) -> Result<WorkerSettings, SettingsError> {
+        let protect = self.flag(&vars::WORKER_TASK_PROTECTION)?;
+        let minutes: u32 = self.parse(&vars::WORKER_TASK_PROTECTION_MINUTES)?;
+        let agent_uri = self
+            .optional(&vars::ECS_AGENT_URI)
+            .map(|uri| uri.trim_end_matches('/').to_owned());
+        let task_protection = if protect {
+            if !(1..=2880).contains(&minutes) {
+                return Err(SettingsError {
+                    name: vars::WORKER_TASK_PROTECTION_MINUTES.name,
+                    message: format!(
+                        "must be a whole number of minutes from 1 to 2880, not {minutes}"
+                    ),
+                });
+            }
+            let agent_uri = agent_uri.ok_or_else(|| SettingsError {
+                name: vars::WORKER_TASK_PROTECTION.name,
+                message: "is true but ECS_AGENT_URI is not set: task scale-in protection needs the ECS container agent (run in an ECS task, or set WORKER_TASK_PROTECTION=false)".into(),
+            })?;
+            Some(TaskProtectionSettings {
+                agent_uri,
+                expires_in_minutes: minutes,
+            })
+        } else {
+            None
+        };
+        Ok(WorkerSettings {
+            max_batch: self.parse::<usize>(&vars::WORKER_MAX_BATCH)?.max(1),
+            max_attempts: self.parse::<u32>(&vars::JOB_MAX_ATTEMPTS)?.max(1),
+            task_protection,
+            liveness_file: self.optional(&vars::LIVENESS_FILE).map(PathBuf::from),
         })
     }
 
@@ -698,6 +742,39 @@ mod tests {
             ),
             (3, 5)
         );
+    }
+
+    #[test]
+    fn task_protection_is_off_unless_asked_for_and_then_needs_the_agent() {
+        assert_eq!(settings(&[]).unwrap().worker.task_protection, None);
+        let off = settings(&[
+            ("WORKER_TASK_PROTECTION", "false"),
+            ("ECS_AGENT_URI", "http://169.254.170.2/api/x"),
+        ]);
+        assert_eq!(off.unwrap().worker.task_protection, None);
+        let on = settings(&[
+            ("WORKER_TASK_PROTECTION", "true"),
+            ("ECS_AGENT_URI", "http://169.254.170.2/api/abc/"),
+        ]);
+        assert_eq!(
+            on.unwrap().worker.task_protection,
+            Some(TaskProtectionSettings {
+                agent_uri: "http://169.254.170.2/api/abc".into(),
+                expires_in_minutes: 60
+            })
+        );
+        let no_agent = settings(&[("WORKER_TASK_PROTECTION", "true")]).unwrap_err();
+        assert!(no_agent.message.contains("ECS_AGENT_URI"), "{no_agent}");
+        for bad in ["0", "2881", "ten"] {
+            let err = settings(&[
+                ("WORKER_TASK_PROTECTION", "true"),
+                ("WORKER_TASK_PROTECTION_MINUTES", bad),
+                ("ECS_AGENT_URI", "http://x"),
+            ])
+            .unwrap_err();
+            assert_eq!(err.name, "WORKER_TASK_PROTECTION_MINUTES", "{bad}");
+        }
+        assert!(settings(&[("WORKER_TASK_PROTECTION", "perhaps")]).is_err());
     }
 
     #[test]

@@ -117,6 +117,14 @@ vars! {
         "Jobs generated together in one batched forward pass (`--max-batch` overrides).";
     JOB_MAX_ATTEMPTS = "JOB_MAX_ATTEMPTS", Some("3"), Worker, false,
         "Times a job is started before its stage fails `job_failed_repeatedly`; every queue dead-letters a message after this many receives plus two.";
+    WORKER_TASK_PROTECTION = "WORKER_TASK_PROTECTION", Some("false"), Worker, false,
+        "`true`: hold ECS task scale-in protection while jobs are in hand (needs ECS_AGENT_URI).";
+    WORKER_TASK_PROTECTION_MINUTES = "WORKER_TASK_PROTECTION_MINUTES", Some("60"), Worker, false,
+        "How long one scale-in protection lasts unless renewed (1 to 2880).";
+    ECS_AGENT_URI = "ECS_AGENT_URI", None, Worker, false,
+        "Set by ECS in every container: the task's agent endpoint.";
+    LIVENESS_FILE = "LIVENESS_FILE", None, Worker, false,
+        "`worker`, `completion`: a file refreshed every 10 s, for container health checks.";
     MUSIC_GEN_MODEL = "MUSIC_GEN_MODEL", Some("facebook/musicgen-small"), Models, false,
         "MusicGen model for `type: \"music\"`: a hub id or a local directory (Hugging Face layout).";
     AUDIO_GEN_MODEL = "AUDIO_GEN_MODEL", Some("facebook/audiogen-medium"), Models, false,

@@ -9,7 +9,10 @@
 //! and the message is deleted only after its effects are recorded. While a
 //! job runs, a heartbeat keeps its message invisible so no other worker
 //! starts it; on shutdown, the job in hand stops at its next decoding step
-//! and its message goes back to the queue.
+//! and its message goes back to the queue. With a scale-in protection port
+//! (ECS task scale-in protection), the worker holds protection from the
+//! first job it receives until its queue is empty, so a scale-in never picks
+//! a worker with a job in hand.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,9 @@ use sound_creator_core::audio::{
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
-use sound_creator_core::ports::{clip_key, BackendError, Delivery, Ports, QueueName};
+use sound_creator_core::ports::{
+    clip_key, BackendError, Delivery, Ports, QueueName, ScaleInProtection,
+};
 use sound_creator_core::records::{self, StageStart};
 use sound_creator_core::request::AudioFormat;
 use sound_creator_core::settings::ServiceSettings;
@@ -33,6 +38,8 @@ use sound_creator_core::task::{
     to_chrono, ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus,
 };
 use tokio::sync::watch;
+
+use crate::protection::ProtectionHold;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -88,6 +95,7 @@ pub struct Worker {
     config: WorkerConfig,
     /// Set on shutdown: the running batch stops at its next step.
     stopping: Arc<AtomicBool>,
+    protection: ProtectionHold,
 }
 
 /// A received job that is to be generated.
@@ -118,7 +126,14 @@ impl Worker {
             generator,
             config,
             stopping: Arc::new(AtomicBool::new(false)),
+            protection: ProtectionHold::new(None),
         }
+    }
+
+    /// Holds `protection` while jobs are in hand (see the module docs).
+    pub fn with_scale_in_protection(mut self, protection: Arc<dyn ScaleInProtection>) -> Self {
+        self.protection = ProtectionHold::new(Some(protection));
+        self
     }
 
     fn queue(&self) -> QueueName {
@@ -158,6 +173,10 @@ impl Worker {
                     failed = true;
                 }
                 match turn {
+                    Ok((ExecutionOutcome::EmptyQueue, None)) => {
+                        // Nothing in hand, and the previous batch is recorded.
+                        self.protection.let_go().await;
+                    }
                     Ok((_, generated)) => finishing = generated,
                     Err(e) => {
                         tracing::warn!(%family, error = %e, "worker could not reach a backend; retrying");
@@ -197,6 +216,9 @@ impl Worker {
         if let Some(generated) = generated {
             self.finish_batch(generated).await?;
         }
+        if outcome == ExecutionOutcome::EmptyQueue {
+            self.protection.let_go().await;
+        }
         Ok(outcome)
     }
 
@@ -213,6 +235,7 @@ impl Worker {
         if deliveries.is_empty() {
             return Ok((ExecutionOutcome::EmptyQueue, None));
         }
+        self.protection.hold().await;
         let handled = deliveries.len();
         let mut runnable = Vec::new();
         for delivery in deliveries {
@@ -375,6 +398,7 @@ impl Worker {
                             .await?;
                     } else {
                         // Stopped for shutdown: hand the job to another worker.
+                        tracing::info!(task_id = %runnable.job.task_id, index = runnable.job.index, "stopped for shutdown; job handed back to the queue");
                         self.ports
                             .queue
                             .release(queue, &runnable.delivery.receipt)

@@ -2,7 +2,8 @@
 //! and files in a temp dir), the real tiny MusicGen engine and a real HTTP
 //! callback receiver: a job delivered twice and every completion event
 //! delivered twice still give one output set, one stats row and one
-//! callback id.
+//! callback id. Also: the worker holds scale-in protection while it has
+//! jobs and lets go of it once its queue is empty.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -15,7 +16,9 @@ use axum::routing::post;
 use serde_json::json;
 use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
-use sound_creator_core::ports::{CallbackSender, QueueName, StatsQuery};
+use sound_creator_core::ports::{
+    CallbackSender, ProtectionError, QueueName, ScaleInProtection, StatsQuery,
+};
 use sound_creator_core::request::CallRequest;
 use sound_creator_core::service::{Submitted, TaskService};
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus, Tenant};
@@ -179,4 +182,101 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
         vec![format!("msg_{task_id}")],
         "one callback"
     );
+}
+
+/// Records what the worker asks of the scale-in protection port.
+struct RecordedProtection {
+    calls: Mutex<Vec<bool>>,
+    lasts: Duration,
+}
+
+#[async_trait::async_trait]
+impl ScaleInProtection for RecordedProtection {
+    async fn protect(&self) -> Result<(), ProtectionError> {
+        self.calls.lock().unwrap().push(true);
+        Ok(())
+    }
+    async fn unprotect(&self) -> Result<(), ProtectionError> {
+        self.calls.lock().unwrap().push(false);
+        Ok(())
+    }
+    fn lasts(&self) -> Duration {
+        self.lasts
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_in_protection_is_asked_once_per_busy_spell_renewed_when_due_and_lifted_on_an_empty_queue(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let all_settings =
+        Settings::from_lookup(|name| (name == "MARKETPLACE_TOKEN").then(|| "t".to_owned()))
+            .unwrap();
+    let settings = Arc::new(all_settings.service.clone());
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+        .await
+        .unwrap();
+    let callbacks: Arc<dyn CallbackSender> =
+        Arc::new(HttpCallbackSender::new(Duration::from_secs(5)).unwrap());
+    let ports = store.ports(callbacks);
+    let service = TaskService::new(ports.clone(), settings.clone());
+    let tenant = Tenant::new("marketplace");
+    let engine: Arc<MusicGenEngine> = Arc::new(
+        MusicGenEngine::load(
+            &tiny_model(),
+            dir.path(),
+            &sound_creator_audiocraft::hub::HubSettings::offline(),
+            tch::Device::Cpu,
+            tch::Kind::Float,
+        )
+        .unwrap(),
+    );
+    let mut config = WorkerConfig::new(
+        ModelFamily::Music,
+        1,
+        all_settings.worker.max_attempts,
+        Duration::from_secs(30),
+    );
+    config.poll_wait = Duration::from_millis(100);
+
+    // Three jobs, one per batch, then an empty queue: protected once for the
+    // whole busy spell, lifted once. `lasts` zero: renewed every batch.
+    for (lasts, want) in [
+        (Duration::from_secs(3600), vec![true, false]),
+        (Duration::ZERO, vec![true, true, true, false]),
+    ] {
+        let body = json!({"type": "music", "prompt": "busy", "duration": 0.2, "samples": 3, "user_id": "u1"});
+        let request = CallRequest::parse(&body, &settings.limits, &settings.callbacks).unwrap();
+        service.submit(&tenant, request, None).await.unwrap();
+        let protection = Arc::new(RecordedProtection {
+            calls: Mutex::default(),
+            lasts,
+        });
+        let worker = Worker::new(
+            ports.clone(),
+            settings.clone(),
+            engine.clone(),
+            config.clone(),
+        )
+        .with_scale_in_protection(protection.clone());
+        for _ in 0..3 {
+            assert_eq!(
+                worker.try_execute_jobs().await.unwrap(),
+                ExecutionOutcome::Handled(1)
+            );
+        }
+        assert_eq!(
+            *protection.calls.lock().unwrap(),
+            vec![true; want.len() - 1]
+        );
+        assert_eq!(
+            worker.try_execute_jobs().await.unwrap(),
+            ExecutionOutcome::EmptyQueue
+        );
+        assert_eq!(
+            worker.try_execute_jobs().await.unwrap(),
+            ExecutionOutcome::EmptyQueue
+        );
+        assert_eq!(*protection.calls.lock().unwrap(), want, "lasts {lasts:?}");
+    }
 }

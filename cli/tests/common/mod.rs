@@ -363,6 +363,31 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM, what ECS sends a task it stops (scale-in, deployment,
+    /// instance draining).
+    pub fn terminate(&self) {
+        // The shell's own `kill`: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .expect("run sh -c kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status, once the process has exited within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -416,4 +441,60 @@ pub fn unique_aws_names(label: &str) -> Vec<(String, String)> {
         ("S3_BUCKET".into(), format!("bucket-{suffix}")),
         ("DYNAMODB_TABLE".into(), format!("tasks-{suffix}")),
     ]
+}
+
+/// An HTTP server on loopback that answers as the ECS container agent's
+/// task-protection endpoint does (`PUT $ECS_AGENT_URI/task-protection/v1/state`)
+/// and records each `ProtectionEnabled` it is sent, in order. The real agent
+/// only runs inside an ECS task.
+pub struct FakeEcsAgent {
+    /// What the worker gets as `ECS_AGENT_URI`.
+    pub uri: String,
+    states: Arc<Mutex<Vec<bool>>>,
+}
+
+impl FakeEcsAgent {
+    pub async fn start() -> FakeEcsAgent {
+        let states: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let router = axum::Router::new()
+            .route(
+                "/api/task/task-protection/v1/state",
+                axum::routing::put(
+                    |State(states): State<Arc<Mutex<Vec<bool>>>>,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        let enabled = body["ProtectionEnabled"].as_bool().unwrap_or(false);
+                        states.lock().expect("lock").push(enabled);
+                        axum::Json(json!({"protection": {
+                            "ProtectionEnabled": enabled,
+                            "ExpirationDate": "2030-01-01T00:00:00Z",
+                            "TaskArn": "arn:aws:ecs:us-east-1:000000000000:task/workers/0123"
+                        }}))
+                    },
+                ),
+            )
+            .with_state(states.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri = format!("http://{}/api/task", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+        FakeEcsAgent { uri, states }
+    }
+
+    pub fn states(&self) -> Vec<bool> {
+        self.states.lock().expect("lock").clone()
+    }
+
+    /// Waits until the recorded states are `want`.
+    pub async fn wait_for(&self, want: &[bool], within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.states() != want {
+            assert!(
+                Instant::now() < deadline,
+                "the agent was sent {:?}, not {want:?}",
+                self.states()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod provision;
 pub mod redis_cache;
 pub mod s3;
 pub mod sqs;
+pub mod task_protection;
 
 use std::sync::Arc;
 use std::time::Duration;

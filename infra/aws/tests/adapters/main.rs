@@ -12,3 +12,4 @@ mod postgres_stats;
 mod redis_cache;
 mod s3;
 mod sqs;
+mod task_protection;
