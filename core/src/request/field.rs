@@ -115,18 +115,23 @@ impl Field {
         body.object.get(self.name).filter(|v| !v.is_null())
     }
 
+    /// The field's value and its path in the body; `None` when absent or
+    /// null, which is an error for a required field.
+    fn present<'b>(&self, body: &'b Body<'_>) -> Result<Option<(&'b Value, String)>, RequestError> {
+        match self.raw(body) {
+            Some(value) => Ok(Some((value, body.path(self.name)))),
+            None if self.required => Err(self.missing()),
+            None => Ok(None),
+        }
+    }
+
     pub(super) fn text(
         &self,
         body: &Body<'_>,
         limits: &Limits,
     ) -> Result<Option<String>, RequestError> {
-        let path = body.path(self.name);
-        let Some(value) = self.raw(body) else {
-            return if self.required {
-                Err(self.missing())
-            } else {
-                Ok(None)
-            };
+        let Some((value, path)) = self.present(body)? else {
+            return Ok(None);
         };
         let Value::String(text) = value else {
             return Err(self.wrong_type(&path, "a string"));
@@ -170,13 +175,8 @@ impl Field {
         body: &Body<'_>,
         limits: &Limits,
     ) -> Result<Option<f64>, RequestError> {
-        let path = body.path(self.name);
-        let Some(value) = self.raw(body) else {
-            return if self.required {
-                Err(self.missing())
-            } else {
-                Ok(None)
-            };
+        let Some((value, path)) = self.present(body)? else {
+            return Ok(None);
         };
         let number = value
             .as_f64()
@@ -204,13 +204,8 @@ impl Field {
         body: &Body<'_>,
         limits: &Limits,
     ) -> Result<Option<i128>, RequestError> {
-        let path = body.path(self.name);
-        let Some(value) = self.raw(body) else {
-            return if self.required {
-                Err(self.missing())
-            } else {
-                Ok(None)
-            };
+        let Some((value, path)) = self.present(body)? else {
+            return Ok(None);
         };
         let Value::Number(n) = value else {
             return Err(self.wrong_type(&path, "an integer"));
@@ -246,13 +241,8 @@ impl Field {
         body: &Body<'_>,
         parse: impl Fn(&str) -> Option<T>,
     ) -> Result<Option<T>, RequestError> {
-        let path = body.path(self.name);
-        let Some(value) = self.raw(body) else {
-            return if self.required {
-                Err(self.missing())
-            } else {
-                Ok(None)
-            };
+        let Some((value, path)) = self.present(body)? else {
+            return Ok(None);
         };
         let Value::String(raw) = value else {
             return Err(self.wrong_type(&path, "a string"));
@@ -278,9 +268,11 @@ impl Field {
     }
 
     pub(super) fn time(&self, body: &Body<'_>) -> Result<Option<DateTime<Utc>>, RequestError> {
-        let path = body.path(self.name);
-        let Some(Value::String(raw)) = self.raw(body) else {
+        let Some((value, path)) = self.present(body)? else {
             return Ok(None);
+        };
+        let Value::String(raw) = value else {
+            return Err(self.wrong_type(&path, "an RFC 3339 time"));
         };
         let parsed = DateTime::parse_from_rfc3339(raw)
             .ok()
@@ -300,8 +292,7 @@ impl Field {
     }
 
     pub(super) fn object<'b>(&self, body: &'b Body<'_>) -> Result<Option<Body<'b>>, RequestError> {
-        let path = body.path(self.name);
-        let Some(value) = self.raw(body) else {
+        let Some((value, path)) = self.present(body)? else {
             return Ok(None);
         };
         let Shape::Object(fields) = self.shape else {
