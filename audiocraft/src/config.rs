@@ -422,7 +422,7 @@ mod tests {
     fn the_tiny_fixture_config_parses_and_validates() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/tiny-musicgen/config.json"
+            "/../tests/fixtures/tiny-musicgen/config.json"
         );
         let text = std::fs::read_to_string(path).expect("fixture config");
         let cfg: MusicgenConfig = serde_json::from_str(&text).expect("parses");

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cuda;
 pub mod decoder;
 pub mod encodec;
 pub mod engine;

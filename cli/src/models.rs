@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use sound_creator_audiocraft::cli::{parse_device, parse_dtype};
+use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_core::audio::AudioGenerator;
 use sound_creator_core::settings::Settings;
 use sound_creator_core::task::ModelFamily;
-use sound_creator_audiocraft::cli::{parse_device, parse_dtype};
-use sound_creator_audiocraft::engine::MusicGenEngine;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -13,13 +13,13 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::json;
+use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
 use sound_creator_core::ports::{CallbackSender, QueueName, StatsQuery};
 use sound_creator_core::service::{Submitted, TaskService};
 use sound_creator_core::settings::Settings;
 use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
-use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_webhook::HttpCallbackSender;
 use sound_creator_worker::{CompletionLoop, ExecutionOutcome, Worker, WorkerConfig};
 

@@ -13,7 +13,7 @@ use sound_creator_audiocraft::encodec::EncodecDecoder;
 use tch::{nn, Device, Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-musicgen")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen")
 }
 
 fn reference() -> HashMap<String, Tensor> {

@@ -17,7 +17,7 @@ use tch::{nn, Device, Tensor};
 
 fn variant_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/encodec-variants")
+        .join("../tests/fixtures/encodec-variants")
         .join(name)
 }
 
