@@ -51,6 +51,10 @@ pub struct GenerateArgs {
     /// f32, f16 or bf16 (the decoder's precision).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Run every decoding step eagerly instead of replaying a captured CUDA
+    /// graph (CUDA only).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the codes as JSON `[codebook][frame]`, delay pattern removed.
@@ -93,8 +97,9 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         );
     }
     let kind = parse_dtype(&args.dtype)?;
-    let engine = MusicGenEngine::load(&args.model, &args.cache_dir, device, kind)
+    let mut engine = MusicGenEngine::load(&args.model, &args.cache_dir, device, kind)
         .with_context(|| format!("Failed to load model {}", args.model))?;
+    engine.set_cuda_graphs(!args.no_cuda_graphs);
     let params = GenerationParams {
         temperature: if args.greedy { 0.0 } else { args.temperature },
         top_k: args.top_k,

@@ -25,6 +25,10 @@ pub struct ModelArgs {
     /// Jobs generated together in one batched forward pass.
     #[arg(long, env = "WORKER_MAX_BATCH", default_value_t = 1)]
     pub max_batch: usize,
+    /// Capture each decoding step once as a CUDA graph and replay it (CUDA
+    /// only); `false` runs every step eagerly.
+    #[arg(long, env = "MODEL_CUDA_GRAPHS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cuda_graphs: bool,
 }
 
 impl ModelArgs {
@@ -60,8 +64,8 @@ pub fn load_generator(
     let variable = model_variable(family);
     let device = args.device()?;
     let kind = args.kind()?;
-    tracing::info!(%family, model, ?device, ?kind, "loading model");
-    let engine = MusicGenEngine::load(model, Path::new(&settings.cache_model_dir), device, kind).with_context(|| {
+    tracing::info!(%family, model, ?device, ?kind, cuda_available = tch::Cuda::is_available(), "loading model");
+    let mut engine = MusicGenEngine::load(model, Path::new(&settings.cache_model_dir), device, kind).with_context(|| {
         format!(
             "could not load the {family} model {model:?} ({variable}). Point {variable} at a local checkpoint \
              directory in the Hugging Face layout (config.json, model.safetensors, tokenizer.json) — for a quick \
@@ -70,5 +74,16 @@ pub fn load_generator(
             settings.cache_model_dir
         )
     })?;
+    engine.set_cuda_graphs(args.cuda_graphs);
+    let info = engine.info();
+    tracing::info!(
+        %family,
+        model,
+        device = %info.device,
+        gpu = info.gpu.as_deref().unwrap_or("-"),
+        dtype = %info.dtype,
+        step_mode = ?engine.step_mode(),
+        "model ready"
+    );
     Ok(Arc::new(engine))
 }
