@@ -80,13 +80,19 @@ struct sc_graph {
   std::optional<CurrentStream> capturing;
 };
 
-// A stretch of eager work moved to a side stream (the warm-up before a
-// capture must run on the capture stream's kind of stream, not the default
-// one, as PyTorch's `torch.cuda.graph` documents).
-struct sc_side_stream {
+// A stream of the pool, for the warm-up before a capture and the capture
+// itself: captures cannot run on the default stream, and warming up on the
+// stream that is then captured leaves nothing (cuBLAS workspaces, say) to be
+// created during the capture.
+struct sc_stream {
+  c10::cuda::CUDAStream stream;
+};
+
+// Eager work moved to a side stream until exited.
+struct sc_stream_scope {
   c10::cuda::CUDAStream origin;
   c10::cuda::CUDAStream side;
-  std::optional<CurrentStream> guard;
+  std::optional<CurrentStream> current;
 };
 
 // A point in the current stream's work.
@@ -118,16 +124,50 @@ char* sc_graph_pool(int device, uint64_t out[2]) {
   });
 }
 
-// Starts capturing the calling thread's work on `device` into a new graph
+char* sc_stream_new(int device, sc_stream** out) {
+  *out = nullptr;
+  return guarded([&] {
+    *out = new sc_stream{c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(device))};
+  });
+}
+
+void sc_stream_free(sc_stream* stream) { delete stream; }
+
+// Makes `stream` current on this thread, after the work already queued on
+// the current stream.
+char* sc_stream_enter(sc_stream* stream, sc_stream_scope** out) {
+  *out = nullptr;
+  return guarded([&] {
+    auto origin = c10::cuda::getCurrentCUDAStream(stream->stream.device_index());
+    c10::Event ready(c10::DeviceType::CUDA);
+    ready.record(origin);
+    ready.block(stream->stream);
+    std::unique_ptr<sc_stream_scope> scope(new sc_stream_scope{origin, stream->stream, std::nullopt});
+    scope->current.emplace(stream->stream);
+    *out = scope.release();
+  });
+}
+
+// Restores the previous stream, which then waits for the side stream's work.
+char* sc_stream_exit(sc_stream_scope* scope) {
+  char* error = guarded([&] {
+    c10::Event done(c10::DeviceType::CUDA);
+    done.record(scope->side);
+    scope->current.reset();
+    done.block(scope->origin);
+  });
+  delete scope;
+  return error;
+}
+
+// Starts capturing the calling thread's work on `stream` into a new graph
 // that allocates from `pool`. ThreadLocal mode: other threads (another
 // model's worker in the same process) keep running eager CUDA work.
-char* sc_graph_begin(int device, const uint64_t pool[2], sc_graph** out) {
+char* sc_graph_begin(sc_stream* stream, const uint64_t pool[2], sc_graph** out) {
   *out = nullptr;
   auto graph = std::make_unique<sc_graph>();
   char* error = guarded([&] {
-    const auto index = static_cast<c10::DeviceIndex>(device);
-    auto stream = c10::cuda::getStreamFromPool(false, index);
-    graph->capturing.emplace(stream);
+    graph->capturing.emplace(stream->stream);
     graph->graph.capture_begin(
         at::cuda::MempoolId_t{pool[0], pool[1]}, cudaStreamCaptureModeThreadLocal);
   });
@@ -158,37 +198,6 @@ void sc_graph_free(sc_graph* graph) {
     delete graph;
   } catch (...) {
   }
-}
-
-// Makes a pool stream current on this thread, after the work already queued
-// on the current stream.
-char* sc_side_stream_enter(int device, sc_side_stream** out) {
-  *out = nullptr;
-  sc_side_stream* scope = nullptr;
-  char* error = guarded([&] {
-    const auto index = static_cast<c10::DeviceIndex>(device);
-    auto origin = c10::cuda::getCurrentCUDAStream(index);
-    auto side = c10::cuda::getStreamFromPool(false, index);
-    c10::Event ready(c10::DeviceType::CUDA);
-    ready.record(origin);
-    ready.block(side);
-    scope = new sc_side_stream{origin, side, std::nullopt};
-    scope->guard.emplace(side);
-  });
-  *out = scope;
-  return error;
-}
-
-// Restores the previous stream, which then waits for the side stream's work.
-char* sc_side_stream_exit(sc_side_stream* scope) {
-  char* error = guarded([&] {
-    c10::Event done(c10::DeviceType::CUDA);
-    done.record(scope->side);
-    scope->guard.reset();
-    done.block(scope->origin);
-  });
-  delete scope;
-  return error;
 }
 
 char* sc_mark_record(int device, sc_mark** out) {

@@ -56,7 +56,11 @@ mod ffi {
         _private: [u8; 0],
     }
     #[repr(C)]
-    pub struct SideStream {
+    pub struct Stream {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct StreamScope {
         _private: [u8; 0],
     }
     #[repr(C)]
@@ -68,12 +72,18 @@ mod ffi {
         pub fn sc_free_message(message: *mut c_char);
         pub fn sc_device_name(device: i32, out: *mut c_char, len: usize) -> *mut c_char;
         pub fn sc_graph_pool(device: i32, out: *mut u64) -> *mut c_char;
-        pub fn sc_graph_begin(device: i32, pool: *const u64, out: *mut *mut Graph) -> *mut c_char;
+        pub fn sc_stream_new(device: i32, out: *mut *mut Stream) -> *mut c_char;
+        pub fn sc_stream_free(stream: *mut Stream);
+        pub fn sc_stream_enter(stream: *mut Stream, out: *mut *mut StreamScope) -> *mut c_char;
+        pub fn sc_stream_exit(scope: *mut StreamScope) -> *mut c_char;
+        pub fn sc_graph_begin(
+            stream: *mut Stream,
+            pool: *const u64,
+            out: *mut *mut Graph,
+        ) -> *mut c_char;
         pub fn sc_graph_end(graph: *mut Graph) -> *mut c_char;
         pub fn sc_graph_replay(graph: *mut Graph) -> *mut c_char;
         pub fn sc_graph_free(graph: *mut Graph);
-        pub fn sc_side_stream_enter(device: i32, out: *mut *mut SideStream) -> *mut c_char;
-        pub fn sc_side_stream_exit(scope: *mut SideStream) -> *mut c_char;
         pub fn sc_mark_record(device: i32, out: *mut *mut Mark) -> *mut c_char;
         pub fn sc_mark_wait(mark: *mut Mark) -> *mut c_char;
         pub fn sc_mark_free(mark: *mut Mark);
@@ -124,7 +134,6 @@ pub fn device_name(device: Device) -> Option<String> {
 /// set of graphs costs the memory of one.
 #[derive(Debug)]
 pub struct GraphPool {
-    device: Device,
     #[cfg_attr(not(sc_cuda_shim), allow(dead_code))]
     id: [u64; 2],
 }
@@ -137,11 +146,10 @@ impl GraphPool {
             let mut id = [0u64; 2];
             // SAFETY: `id` has the two slots the shim writes.
             ffi::check(unsafe { ffi::sc_graph_pool(_index, id.as_mut_ptr()) })?;
-            Ok(Self { device, id })
+            Ok(Self { id })
         }
         #[cfg(not(sc_cuda_shim))]
         {
-            let _ = device;
             Err(CudaError::NotCompiled)
         }
     }
@@ -167,22 +175,24 @@ pub struct CudaGraph {
 }
 
 impl CudaGraph {
-    /// Captures what `body` launches on the calling thread, without running
-    /// it. Everything `body` touches must stay allocated, at the same
-    /// addresses, for as long as the graph is replayed; `body` must not wait
-    /// for the device or copy from the host.
+    /// Captures what `body` launches on the calling thread, on `stream`,
+    /// without running it. Everything `body` touches must stay allocated, at
+    /// the same addresses, for as long as the graph is replayed; `body` must
+    /// not wait for the device or copy from the host.
     pub fn capture(
+        stream: &SideStream,
         pool: &GraphPool,
         body: impl FnOnce() -> Result<(), TchError>,
     ) -> Result<Self, CaptureError> {
         #[cfg(sc_cuda_shim)]
         {
-            let index = index(pool.device).map_err(CaptureError::Capture)?;
             let mut raw = std::ptr::null_mut();
-            // SAFETY: `pool.id` has two slots; `raw` receives a graph the
-            // shim allocated, or stays null on error.
-            ffi::check(unsafe { ffi::sc_graph_begin(index, pool.id.as_ptr(), &mut raw) })
-                .map_err(CaptureError::Capture)?;
+            // SAFETY: `stream` is live, `pool.id` has two slots; `raw`
+            // receives a graph the shim allocated, or stays null on error.
+            ffi::check(unsafe {
+                ffi::sc_graph_begin(stream.raw.as_ptr(), pool.id.as_ptr(), &mut raw)
+            })
+            .map_err(CaptureError::Capture)?;
             let Some(raw) = std::ptr::NonNull::new(raw) else {
                 return Err(CaptureError::Capture(CudaError::Torch(
                     "the shim returned no graph".to_owned(),
@@ -200,7 +210,7 @@ impl CudaGraph {
         }
         #[cfg(not(sc_cuda_shim))]
         {
-            let _ = (pool, body);
+            let _ = (stream, pool, body);
             Err(CaptureError::Capture(CudaError::NotCompiled))
         }
     }
@@ -229,30 +239,64 @@ impl Drop for CudaGraph {
     }
 }
 
-/// Runs `body` eagerly on a side stream that first waits for the current
-/// stream's work, and makes the current stream wait for it afterwards. The
-/// warm-up before a capture runs so (as `torch.cuda.graph` asks), so that
-/// lazily created handles and workspaces belong to a capturable stream.
-pub fn on_side_stream<T>(
-    device: Device,
-    body: impl FnOnce() -> Result<T, TchError>,
-) -> Result<T, TchError> {
-    let _index = index(device)?;
+/// A stream of libtorch's pool for warm-ups and captures, which cannot run
+/// on the default stream.
+#[derive(Debug)]
+pub struct SideStream {
     #[cfg(sc_cuda_shim)]
-    {
-        let mut scope = std::ptr::null_mut();
-        // SAFETY: `scope` receives a scope the shim allocated (or null).
-        ffi::check(unsafe { ffi::sc_side_stream_enter(_index, &mut scope) })?;
-        let result = body();
-        if !scope.is_null() {
-            // SAFETY: the scope entered above, exited (and freed) once.
-            ffi::check(unsafe { ffi::sc_side_stream_exit(scope) })?;
+    raw: std::ptr::NonNull<ffi::Stream>,
+}
+
+impl SideStream {
+    pub fn new(device: Device) -> Result<Self, CudaError> {
+        let _index = index(device)?;
+        #[cfg(sc_cuda_shim)]
+        {
+            let mut raw = std::ptr::null_mut();
+            // SAFETY: `raw` receives a stream the shim allocated (or null).
+            ffi::check(unsafe { ffi::sc_stream_new(_index, &mut raw) })?;
+            std::ptr::NonNull::new(raw)
+                .map(|raw| Self { raw })
+                .ok_or_else(|| CudaError::Torch("the shim returned no stream".to_owned()))
         }
-        result
+        #[cfg(not(sc_cuda_shim))]
+        {
+            Err(CudaError::NotCompiled)
+        }
     }
-    #[cfg(not(sc_cuda_shim))]
-    {
-        body()
+
+    /// Runs `body` eagerly on this stream, after the current stream's queued
+    /// work, and makes the current stream wait for it afterwards. The
+    /// warm-up before a capture runs so (as `torch.cuda.graph` asks).
+    pub fn run<T>(&self, body: impl FnOnce() -> Result<T, TchError>) -> Result<T, TchError> {
+        #[cfg(sc_cuda_shim)]
+        {
+            let mut scope = std::ptr::null_mut();
+            // SAFETY: the stream is live; `scope` receives a scope the shim
+            // allocated (or null).
+            ffi::check(unsafe { ffi::sc_stream_enter(self.raw.as_ptr(), &mut scope) })?;
+            let result = body();
+            if !scope.is_null() {
+                // SAFETY: the scope entered above, exited (and freed) once.
+                ffi::check(unsafe { ffi::sc_stream_exit(scope) })?;
+            }
+            result
+        }
+        #[cfg(not(sc_cuda_shim))]
+        {
+            let _ = body;
+            Err(CudaError::NotCompiled.into())
+        }
+    }
+}
+
+impl Drop for SideStream {
+    fn drop(&mut self) {
+        #[cfg(sc_cuda_shim)]
+        // SAFETY: freed once, here (a pool stream itself lives on in libtorch).
+        unsafe {
+            ffi::sc_stream_free(self.raw.as_ptr())
+        };
     }
 }
 
@@ -318,7 +362,6 @@ mod tests {
             Err(CudaError::NotCuda(Device::Cpu))
         );
         assert!(StreamMark::record(Device::Cpu).is_err());
-        let ran = on_side_stream(Device::Cpu, || Ok(1));
-        assert!(ran.is_err());
+        assert!(SideStream::new(Device::Cpu).is_err());
     }
 }

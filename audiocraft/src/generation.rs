@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use tch::{nn, Device, Kind, TchError, Tensor};
 
 use crate::config::MusicgenConfig;
-use crate::cuda::{self, CudaError, CudaGraph, GraphPool, StreamMark};
+use crate::cuda::{self, CudaError, CudaGraph, GraphPool, SideStream, StreamMark};
 use crate::decoder::{DecoderState, IntraOpThreads, Linear, MusicgenDecoder, Span};
 use crate::encodec::EncodecDecoder;
 use crate::sampling::{draw_uniforms, guide, select, Decoding, SplitMix64};
@@ -236,6 +236,17 @@ impl MusicgenModel {
         &self.decoder
     }
 
+    /// On the CPU every stage runs libtorch on one intra-op thread (see
+    /// [`IntraOpThreads`]): measured on the 2-core benchmark machine with
+    /// other builds running, two OpenMP threads made musicgen-small's EnCodec
+    /// decode of a 2 s clip 4-5x slower than one (its LSTM 8x), and the tiny
+    /// fixture's clip times jump between 0.05 and 6 s at random instead of
+    /// growing with the clip. The decoder's large products keep their own
+    /// thread pool ([`crate::gemv`]).
+    fn on_cpu(&self) -> bool {
+        self.decoder.device() == Device::Cpu
+    }
+
     pub fn step_mode(&self) -> StepMode {
         self.step_mode
     }
@@ -247,6 +258,7 @@ impl MusicgenModel {
     /// T5's last hidden state [batch, len, d_model], before the projection.
     pub fn encode_text(&self, prompts: &EncodedPrompts) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         self.text_encoder
             .forward(&prompts.input_ids, &prompts.attention_mask)
     }
@@ -326,6 +338,7 @@ impl MusicgenModel {
     /// [batch, codebooks, frames].
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         self.audio
             .decode(codes)?
             .f_to_kind(Kind::Float)?
@@ -381,37 +394,42 @@ pub fn decode_codes(
                 progress.queued(t as usize + 1)?;
             }
         }
-        StepMode::DeviceIndexed => {
-            for t in 0..pattern.steps() {
-                run.step(At::Device(window_of(t)))?;
-                progress.queued(t as usize + 1)?;
-            }
-        }
-        StepMode::CudaGraphs => {
-            let pool = GraphPool::new(device)?;
+        StepMode::DeviceIndexed | StepMode::CudaGraphs => {
+            let graphing = match mode {
+                StepMode::CudaGraphs => match (GraphPool::new(device), SideStream::new(device)) {
+                    (Ok(pool), Ok(side)) => Some((pool, side)),
+                    (Err(err), _) | (_, Err(err)) => {
+                        tracing::warn!(error = %err, "decoding without CUDA graphs");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let mut capturing = graphing.is_some();
             let mut graphs: Vec<(i64, CudaGraph)> = Vec::new();
-            let mut capturing = true;
             for t in 0..pattern.steps() {
                 let window = window_of(t);
-                if t == 0 {
-                    // The warm-up: a real step, on a side stream.
-                    cuda::on_side_stream(device, || run.step(At::Device(window)))?;
-                } else {
-                    if capturing && graphs.last().is_none_or(|(w, _)| *w != window) {
-                        match CudaGraph::capture(&pool, || run.step(At::Device(window))) {
-                            Ok(graph) => graphs.push((window, graph)),
-                            // Capturing runs nothing: the state is as it
-                            // was, and eager steps carry on from it.
-                            Err(err) => {
-                                tracing::warn!(error = %err, "decoding without CUDA graphs");
-                                capturing = false;
+                match &graphing {
+                    // The warm-up: a real step, on the stream captures use.
+                    Some((_, side)) if t == 0 => side.run(|| run.step(At::Device(window)))?,
+                    Some((pool, side)) => {
+                        if capturing && graphs.last().is_none_or(|(w, _)| *w != window) {
+                            match CudaGraph::capture(side, pool, || run.step(At::Device(window))) {
+                                Ok(graph) => graphs.push((window, graph)),
+                                // Capturing runs nothing: the state is as it
+                                // was, and eager steps carry on from it.
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "decoding without CUDA graphs");
+                                    capturing = false;
+                                }
                             }
                         }
+                        match graphs.last() {
+                            Some((w, graph)) if *w == window => graph.replay()?,
+                            _ => run.step(At::Device(window))?,
+                        }
                     }
-                    match graphs.last() {
-                        Some((w, graph)) if *w == window => graph.replay()?,
-                        _ => run.step(At::Device(window))?,
-                    }
+                    None => run.step(At::Device(window))?,
                 }
                 progress.queued(t as usize + 1)?;
             }
