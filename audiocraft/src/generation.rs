@@ -280,6 +280,7 @@ impl MusicgenModel {
         guided: bool,
     ) -> Result<Conditioning, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         let hidden = self.encode_text(prompts)?;
         let (states, mask) = if guided {
             (
@@ -306,6 +307,7 @@ impl MusicgenModel {
     /// [batch, codebooks, len], without guidance (the reference's `forward`).
     pub fn logits(&self, prompts: &EncodedPrompts, codes: &Tensor) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         let hidden = self.project(&self.encode_text(prompts)?)?;
         let (_, _, len) = codes.size3()?;
         let mut state = self.decoder.start(&hidden, &prompts.attention_mask, len)?;
@@ -323,6 +325,7 @@ impl MusicgenModel {
         on_step: &mut dyn FnMut(usize, usize) -> Continue,
     ) -> Result<Tensor, GenerateError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         let conditioning = self.condition(prompts, options.guidance_scale > 1.0)?;
         decode_codes(
             &self.decoder,
@@ -375,8 +378,12 @@ pub fn decode_codes(
             frames, pattern.length, dcfg.max_position_embeddings
         )));
     }
-    let mut run = Run::start(decoder, conditioning, pattern, options)?;
     let device = decoder.device();
+    // Set before the caches are allocated and the cross-attention projected:
+    // even those few OpenMP regions leave a worker spinning on a core that
+    // the loop needs.
+    let _threads = (device == Device::Cpu).then(IntraOpThreads::one);
+    let mut run = Run::start(decoder, conditioning, pattern, options)?;
     let total = pattern.steps() as usize;
     let mut progress = Progress {
         device,
@@ -384,8 +391,6 @@ pub fn decode_codes(
         marks: VecDeque::new(),
         on_step,
     };
-    // The sampling ops of a step are as small as the decoder's.
-    let _threads = (device == Device::Cpu).then(IntraOpThreads::one);
     let window_of = |t: i64| ((t / GRAPH_WINDOW + 1) * GRAPH_WINDOW).min(pattern.length);
     match mode {
         StepMode::Eager => {
@@ -594,7 +599,7 @@ struct Progress<'a> {
 impl Progress<'_> {
     /// Called once `queued` steps have been handed to the device.
     fn queued(&mut self, queued: usize) -> Result<(), GenerateError> {
-        if queued % PROGRESS_EVERY != 0 && queued != self.total {
+        if !queued.is_multiple_of(PROGRESS_EVERY) && queued != self.total {
             return Ok(());
         }
         let last = queued == self.total;
