@@ -170,6 +170,7 @@ class Ours:
     def __init__(self, binary, device):
         self.binary = os.path.abspath(binary)
         self.device = device
+        self.warnings = []
         torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
         self.env = dict(os.environ)
         self.env["LD_LIBRARY_PATH"] = torch_lib + (
@@ -181,6 +182,10 @@ class Ours:
         done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        for line in done.stderr.splitlines():
+            if "WARN" in line or "ERROR" in line:
+                self.warnings.append(line.strip()[:300])
+                log(f"ours: {line.strip()[:300]}")
         return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
     def codes(self, model_dir, prompts, frames, graphs=True):
@@ -455,6 +460,7 @@ def main():
                     }
                 )
     result["table"] = table
+    result["ours_warnings"] = ours.warnings
     result["wall_s"] = elapsed()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -488,6 +494,8 @@ def main():
             f"{fmt(hf32 and hf32 / row['ours_ms_per_step'], '.1f')}{'x' if hf32 else ''} | "
             f"{fmt(row['ours_x_real_time'], '.1f')} | {fmt(row['hf_x_real_time'], '.1f')} |"
         )
+    if ours.warnings:
+        print(f"ours warned {len(ours.warnings)} times, first: {ours.warnings[0]}")
     if result["skipped"]:
         print("transformers skipped for the time budget: " + ", ".join(f"{s['scale']} {s['dtype']} b{s['batch']}" for s in result["skipped"]))
     print(f"wall time {elapsed():.0f} s; JSON: {args.out}")

@@ -102,6 +102,16 @@ const PROMPTS: [&str; 4] = [
 ];
 
 fn main() -> anyhow::Result<()> {
+    // Warnings (a capture that fell back to eager steps) go to stderr,
+    // where the benchmark scripts pick them up.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     match Cli::parse().command {
         Command::Time(args) => time(&args),
         Command::Codes(args) => codes(&args),
