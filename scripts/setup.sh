@@ -3,8 +3,9 @@
 #  - a Rust toolchain (rustup),
 #  - a C toolchain and pkg-config (apt),
 #  - the Python venv `.venv` with PyTorch 2.11 (the libtorch that `tch` links
-#    against), plus `transformers` for the fixture and benchmark scripts and
-#    `soundfile` (libsndfile) for the audio format tests.
+#    against), the CUDA headers the CUDA-graph shim needs, plus
+#    `transformers` for the fixture and benchmark scripts and `soundfile`
+#    (libsndfile) for the audio format tests.
 # Then prints the environment to build and run with; source it:
 #   eval "$(bash scripts/setup.sh)"
 # Progress goes to stderr so that stdout stays eval-able.
@@ -36,6 +37,17 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
     log "installing torch==$TORCH_VERSION into $VENV (about 5 GB)"
     "$VENV/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION" >&2
 fi
+# The CUDA runtime headers that the CUDA-graph shim (audiocraft/csrc) is
+# compiled against when libtorch has CUDA: torch's wheel brings the runtime
+# and its main headers, but not crt/host_defines.h (about 1 MB).
+CUDA_VERSION="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
+case "$CUDA_VERSION" in
+    13.*)
+        "$VENV/bin/python" -c "import importlib.metadata as m; m.version('nvidia-cuda-crt')" 2>/dev/null || {
+            log "installing nvidia-cuda-crt==$CUDA_VERSION.* (CUDA headers for the graph shim)"
+            "$VENV/bin/pip" install -q --no-cache-dir --no-deps "nvidia-cuda-crt==$CUDA_VERSION.*" >&2
+        } ;;
+esac
 "$VENV/bin/python" -c "import transformers, tokenizers, safetensors" 2>/dev/null || {
     log "installing transformers into $VENV"
     "$VENV/bin/pip" install -q --no-cache-dir transformers tokenizers safetensors >&2

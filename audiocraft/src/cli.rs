@@ -49,6 +49,10 @@ pub struct GenerateArgs {
     /// f32, f16 or bf16 (the decoder's precision).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Run every decoding step eagerly instead of replaying a captured CUDA
+    /// graph (CUDA only).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the codes as JSON `[codebook][frame]`, delay pattern removed.
@@ -100,8 +104,9 @@ pub fn run_generate(
         );
     }
     let kind = parse_dtype(&args.dtype)?;
-    let engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
+    let mut engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
         .with_context(|| format!("Failed to load model {model}"))?;
+    engine.set_cuda_graphs(!args.no_cuda_graphs);
     let params = GenerationParams {
         temperature: if args.greedy { 0.0 } else { args.temperature },
         top_k: args.top_k,

@@ -1,5 +1,5 @@
 //! The MusicGen decoder: a causal transformer over the summed embeddings of
-//! the parallel EnCodec codebooks, cross-attending to the text encoder.
+//! the parallel EnCodec codebooks, cross-attending to the conditioning.
 //!
 //! Follows "Simple and Controllable Music Generation" (Copet et al., 2023) as
 //! implemented by Hugging Face `transformers`
@@ -8,12 +8,21 @@
 //! summed; fixed sinusoidal positions laid out cos-then-sin; pre-norm layers
 //! of causal self-attention, cross-attention and a gelu feed-forward, all
 //! without biases; a final layer norm and one LM head per codebook. Module
-//! paths are the checkpoint keys under `decoder.`.
+//! paths are the checkpoint keys under `decoder.`, and they stay so: other
+//! checkpoint formats are mapped onto these names by the loader.
 //!
-//! Decoding keeps a key/value cache preallocated for the whole generation
-//! length, so a step writes one column in place instead of growing tensors,
-//! and the cross-attention keys/values are projected once per generation.
-//! Scores and softmax are computed in f32 whatever the weights' dtype.
+//! Decoding is shaped for a step without launch overhead. After loading,
+//! [`MusicgenDecoder::fuse`] lays the self-attention q/k/v projections, the
+//! LM heads and the embedding tables of each kind side by side in one tensor
+//! (the variables become views of it, so memory is not doubled), making each
+//! one matrix product or lookup. The key/value cache is preallocated for the
+//! whole generation, so a step writes one column in place, and attention is
+//! libtorch's `scaled_dot_product_attention` (fused kernels on CUDA). A step
+//! can take its position from the host ([`Span::Host`]) or from a device
+//! tensor ([`Span::Device`]); the latter attends over a window of fixed size
+//! with the unwritten positions masked, so that one captured CUDA graph
+//! serves every step of the window. The cross-attention keys and values are
+//! projected once per generation. Nothing here may wait for the device.
 
 use tch::{nn, Device, Kind, TchError, Tensor};
 
@@ -36,21 +45,29 @@ impl Linear {
         Self { weight, bias }
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
-        let size = xs.size();
-        let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-        // A decoding step has one row per clip and guidance half. For f32 on
-        // the CPU, libtorch would either take MKL's slow small-M SGEMM path
-        // (12x slower than GEMV on the benchmark's AMD EPYC) or, one GEMV per
-        // row, read the weights once per row; `gemv` reads them once.
-        // Small matrices stay in cache, where one libtorch call is cheaper.
-        let large = self.weight.numel() >= MIN_GEMV_WEIGHTS;
-        if large
+    /// A bias-free layer over an existing weight (a fused one).
+    fn over(weight: Tensor) -> Self {
+        Self { weight, bias: None }
+    }
+
+    /// Whether [`gemv`] takes this product: f32 on the CPU, few rows and a
+    /// large weight. A decoding step has one row per clip and guidance half.
+    /// For f32 on the CPU, libtorch would either take MKL's slow small-M
+    /// SGEMM path (12x slower than GEMV on the benchmark's AMD EPYC) or, one
+    /// GEMV per row, read the weights once per row; `gemv` reads them once.
+    /// Small matrices stay in cache, where one libtorch call is cheaper.
+    fn takes_gemv(&self, xs: &Tensor, rows: i64) -> bool {
+        self.weight.numel() >= MIN_GEMV_WEIGHTS
             && rows <= gemv::MAX_ROWS as i64
             && xs.device() == Device::Cpu
             && xs.kind() == Kind::Float
             && self.weight.kind() == Kind::Float
-        {
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
+        let size = xs.size();
+        let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
+        if self.takes_gemv(xs, rows) {
             let flat = xs.f_reshape([rows, -1])?.f_contiguous()?;
             let mut out = gemv::linear(&flat, &self.weight)?;
             if let Some(bias) = &self.bias {
@@ -64,11 +81,41 @@ impl Linear {
         }
         xs.f_linear(&self.weight, self.bias.as_ref())
     }
+
+    /// `residual + self(xs)`: one `addmm` on the device, instead of a
+    /// product and an addition.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor, TchError> {
+        let size = xs.size();
+        let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
+        if self.bias.is_some() || self.takes_gemv(xs, rows) {
+            return self.forward(xs)?.f_add(residual);
+        }
+        let out_dim = self.weight.size()[0];
+        residual
+            .f_reshape([rows, out_dim])?
+            .f_addmm(&xs.f_reshape([rows, -1])?, &self.weight.f_tr()?)?
+            .f_view(residual.size().as_slice())
+    }
 }
 
 /// f32 linear layers on the CPU use `gemv` for weights at least this large
 /// (512 x 512).
 const MIN_GEMV_WEIGHTS: usize = 1 << 18;
+
+/// Lays `parts` (each [rows_i, width]) one after another in a new tensor and
+/// makes each a view of its rows. Every handle on a part (the VarStore's
+/// included) shares its implementation, so they all see the fused storage
+/// and the separate ones are freed: memory grows by one part set at most.
+fn fuse_rows(parts: &mut [&mut Tensor]) -> Result<Tensor, TchError> {
+    let fused = Tensor::f_cat(&parts.iter().map(|p| &**p).collect::<Vec<_>>(), 0)?;
+    let mut offset = 0;
+    for part in parts.iter_mut() {
+        let rows = part.size().first().copied().unwrap_or(0);
+        part.f_set_data(&fused.f_narrow(0, offset, rows)?)?;
+        offset += rows;
+    }
+    Ok(fused)
+}
 
 /// Runs libtorch's CPU ops on the calling thread only until dropped.
 ///
@@ -130,12 +177,27 @@ impl LayerNorm {
 /// A row with every key masked then gets a uniform softmax, as in
 /// `transformers`, instead of NaNs.
 pub fn additive_mask(mask: &Tensor) -> Result<Tensor, TchError> {
+    additive_mask_in(mask, Kind::Float)
+}
+
+/// [`additive_mask`] in `kind`, with that kind's most negative finite value
+/// (what `transformers` uses, `torch.finfo(dtype).min`): attention kernels
+/// want the mask in the queries' dtype, and -inf would turn a fully masked
+/// row into NaNs.
+pub fn additive_mask_in(mask: &Tensor, kind: Kind) -> Result<Tensor, TchError> {
     let (b, l) = mask.size2()?;
-    let keep = mask.f_to_kind(Kind::Float)?.f_view([b, 1, 1, l])?;
-    // (1 - keep) * f32::MIN
-    keep.f_neg()?
-        .f_add_scalar(1.0)?
-        .f_mul_scalar(f64::from(f32::MIN))
+    let masked = mask.f_eq(0)?.f_view([b, 1, 1, l])?;
+    Tensor::f_zeros([b, 1, 1, l], (kind, mask.device()))?.f_masked_fill(&masked, lowest(kind))
+}
+
+/// The most negative finite value of a floating-point kind.
+fn lowest(kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => -65504.0,
+        Kind::BFloat16 => -3.389_531_389_251_535_5e38,
+        Kind::Double => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
 }
 
 /// Sinusoidal position table [positions, dim] in f32, as
@@ -165,33 +227,66 @@ pub fn sinusoidal_positions(positions: i64, dim: i64) -> Result<Tensor, TchError
     Ok(table)
 }
 
-/// Keys and values of one attention layer: [batch, heads, capacity, head_dim].
-#[derive(Debug)]
-pub struct KvCache {
-    keys: Tensor,
-    values: Tensor,
+/// Which positions a call covers and how it finds them.
+#[derive(Debug, Clone, Copy)]
+pub enum Span {
+    /// `len` positions from `start`, known on the host: teacher forcing,
+    /// and decoding steps that need no graph. Each query sees the keys up to
+    /// its own position.
+    Host { start: i64, len: i64 },
+    /// One position, read from the state's device-side position
+    /// ([`DecoderState::position`]), seeing the first `window` cache slots
+    /// with those after the position masked. Nothing about the step depends
+    /// on the position's value on the host, so a CUDA graph captured once
+    /// replays it for every position of the window.
+    Device { window: i64 },
 }
 
 /// Everything that lives for one generation: the self-attention caches of
-/// every layer (filled up to `len`), the projected cross-attention keys and
-/// values, and the cross-attention mask.
+/// every layer, the projected cross-attention keys and values with their
+/// mask, and the device-side position for [`Span::Device`] steps.
 #[derive(Debug)]
 pub struct DecoderState {
-    self_attn: Vec<KvCache>,
-    cross_attn: Vec<KvCache>,
+    /// Per layer [2 (keys, values), batch, heads, capacity, head_dim].
+    self_attn: Vec<Tensor>,
+    /// Per layer [2, batch, heads, source length, head_dim].
+    cross_attn: Vec<Tensor>,
+    /// Additive, in the decoder's kind: [batch, 1, 1, source length].
     cross_mask: Tensor,
+    /// The next position to write, as [1] i64 on the device. Device steps
+    /// read it; whoever drives them advances it ([`DecoderState::advance`]).
+    position: Tensor,
+    /// 0..capacity on the device, to mask a window's unwritten slots.
+    slots: Tensor,
+    /// Positions written by host spans.
     len: i64,
     capacity: i64,
 }
 
 impl DecoderState {
-    /// Positions written so far.
+    /// Positions written by [`MusicgenDecoder::forward`] (host spans);
+    /// device steps are counted by whoever drives them.
     pub fn len(&self) -> i64 {
         self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    /// The device-side position [`Span::Device`] steps read.
+    pub fn position(&self) -> &Tensor {
+        &self.position
+    }
+
+    /// Moves the device-side position one step on, on the device.
+    pub fn advance(&mut self) -> Result<(), TchError> {
+        let _ = self.position.f_add_scalar_(1)?;
+        Ok(())
     }
 }
 
@@ -201,6 +296,8 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     out_proj: Linear,
+    /// q, k and v rows in one weight, once [`Attention::fuse`] ran.
+    qkv: Option<Linear>,
     num_heads: i64,
     head_dim: i64,
 }
@@ -212,9 +309,22 @@ impl Attention {
             k_proj: Linear::new(&vs / "k_proj", kv_in, hidden, false),
             v_proj: Linear::new(&vs / "v_proj", kv_in, hidden, false),
             out_proj: Linear::new(&vs / "out_proj", hidden, hidden, false),
+            qkv: None,
             num_heads,
             head_dim: hidden / num_heads,
         }
+    }
+
+    fn fuse(&mut self) -> Result<(), TchError> {
+        if self.qkv.is_none() {
+            let fused = fuse_rows(&mut [
+                &mut self.q_proj.weight,
+                &mut self.k_proj.weight,
+                &mut self.v_proj.weight,
+            ])?;
+            self.qkv = Some(Linear::over(fused));
+        }
+        Ok(())
     }
 
     /// [batch, len, hidden] -> [batch, heads, len, head_dim]
@@ -224,18 +334,16 @@ impl Attention {
             .f_transpose(1, 2)
     }
 
-    fn project_kv(&self, xs: &Tensor) -> Result<KvCache, TchError> {
-        Ok(KvCache {
-            keys: self
-                .split_heads(&self.k_proj.forward(xs)?)?
-                .f_contiguous()?,
-            values: self
-                .split_heads(&self.v_proj.forward(xs)?)?
-                .f_contiguous()?,
-        })
+    /// Keys and values of the cross-attention sources:
+    /// [2, batch, heads, len, head_dim].
+    fn project_kv(&self, xs: &Tensor) -> Result<Tensor, TchError> {
+        let keys = self.split_heads(&self.k_proj.forward(xs)?)?;
+        let values = self.split_heads(&self.v_proj.forward(xs)?)?;
+        Tensor::f_stack(&[keys, values], 0)
     }
 
-    /// Scaled dot-product attention with f32 scores; `mask` is additive f32.
+    /// q [batch, heads, len, head_dim] against keys and values; returns
+    /// the heads merged back, [batch, len, hidden], before `out_proj`.
     fn attend(
         &self,
         q: &Tensor,
@@ -245,68 +353,94 @@ impl Attention {
     ) -> Result<Tensor, TchError> {
         let (b, _, l, _) = q.size4()?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let mut scores = q
-            .f_matmul(&keys.f_transpose(-1, -2)?)?
-            .f_to_kind(Kind::Float)?
-            .f_mul_scalar(scale)?;
-        if let Some(mask) = mask {
-            scores = scores.f_add(mask)?;
-        }
-        let weights = scores
-            .f_softmax(-1, Kind::Float)?
-            .f_to_kind(values.kind())?;
-        let out = weights.f_matmul(values)?.f_transpose(1, 2)?.f_reshape([
-            b,
-            l,
-            self.num_heads * self.head_dim,
-        ])?;
-        self.out_proj.forward(&out)
+        Tensor::f_scaled_dot_product_attention(q, keys, values, mask, 0.0, false, scale, false)?
+            .f_transpose(1, 2)?
+            .f_reshape([b, l, self.num_heads * self.head_dim])
     }
 
-    /// Causal self-attention for `xs` at positions `start..start+len`,
-    /// writing its keys/values into `cache` first.
+    /// Causal self-attention of `xs` over `cache` ([2, batch, heads,
+    /// capacity, head_dim]), writing its keys and values there first.
+    /// Returns `residual` plus the attention output.
     fn forward_self(
         &self,
         xs: &Tensor,
-        cache: &mut KvCache,
-        start: i64,
+        residual: &Tensor,
+        cache: &mut Tensor,
+        span: Span,
+        position: &Tensor,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor, TchError> {
-        let (_, l, _) = xs.size3()?;
-        let q = self.split_heads(&self.q_proj.forward(xs)?)?;
-        let k = self.split_heads(&self.k_proj.forward(xs)?)?;
-        let v = self.split_heads(&self.v_proj.forward(xs)?)?;
-        cache.keys.f_narrow(2, start, l)?.f_copy_(&k)?;
-        cache.values.f_narrow(2, start, l)?.f_copy_(&v)?;
-        let total = start + l;
-        let keys = cache.keys.f_narrow(2, 0, total)?;
-        let values = cache.values.f_narrow(2, 0, total)?;
-        // A single new position may see everything before it; a block of
-        // several needs the causal triangle.
-        let mask = if l > 1 {
-            Some(causal_mask(l, start, xs.device())?)
-        } else {
-            None
+        let (b, l, _) = xs.size3()?;
+        let qkv = self.qkv.as_ref().ok_or_else(not_fused)?;
+        // [b, l, 3h] -> [3, b, heads, l, head_dim]: q, then k and v.
+        let all = qkv
+            .forward(xs)?
+            .f_view([b, l, 3, self.num_heads, self.head_dim])?
+            .f_permute([2, 0, 3, 1, 4])?;
+        let (q, kv) = (all.f_select(0, 0)?, all.f_narrow(0, 1, 2)?);
+        let visible = match span {
+            Span::Host { start, len } => {
+                cache.f_narrow(3, start, len)?.f_copy_(&kv)?;
+                start + len
+            }
+            Span::Device { window } => {
+                let _ = cache.f_index_copy_(3, position, &kv)?;
+                window
+            }
         };
-        self.attend(&q, &keys, &values, mask.as_ref())
+        let keys = cache.f_select(0, 0)?.f_narrow(2, 0, visible)?;
+        let values = cache.f_select(0, 1)?.f_narrow(2, 0, visible)?;
+        let out = self.attend(&q, &keys, &values, mask)?;
+        self.out_proj.forward_add(&out, residual)
     }
 
-    fn forward_cross(&self, xs: &Tensor, kv: &KvCache, mask: &Tensor) -> Result<Tensor, TchError> {
+    fn forward_cross(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        kv: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor, TchError> {
         let q = self.split_heads(&self.q_proj.forward(xs)?)?;
-        self.attend(&q, &kv.keys, &kv.values, Some(mask))
+        let out = self.attend(&q, &kv.f_select(0, 0)?, &kv.f_select(0, 1)?, Some(mask))?;
+        self.out_proj.forward_add(&out, residual)
     }
 }
 
-/// [1, 1, len, start+len] additive mask letting query i see keys <= start+i.
-fn causal_mask(len: i64, start: i64, device: Device) -> Result<Tensor, TchError> {
-    let total = start + len;
-    let queries = Tensor::f_arange(len, (Kind::Int64, device))?
-        .f_add_scalar(start)?
-        .f_unsqueeze(1)?;
-    let keys = Tensor::f_arange(total, (Kind::Int64, device))?.f_unsqueeze(0)?;
-    let future = keys.f_gt_tensor(&queries)?;
-    Tensor::f_zeros([len, total], (Kind::Float, device))?
-        .f_masked_fill(&future, f64::from(f32::MIN))?
-        .f_view([1, 1, len, total])
+/// The additive self-attention mask of a span in `kind`, shared by every
+/// layer, or `None` where every visible key may be seen (one host position).
+fn self_attention_mask(
+    span: Span,
+    position: &Tensor,
+    slots: &Tensor,
+    kind: Kind,
+) -> Result<Option<Tensor>, TchError> {
+    match span {
+        Span::Host { len: 1, .. } => Ok(None),
+        Span::Host { start, len } => {
+            // [1, 1, len, start+len]: query i sees keys <= start+i.
+            let device = slots.device();
+            let total = start + len;
+            let queries = Tensor::f_arange(len, (Kind::Int64, device))?
+                .f_add_scalar(start)?
+                .f_unsqueeze(1)?;
+            let keys = Tensor::f_arange(total, (Kind::Int64, device))?.f_unsqueeze(0)?;
+            let future = keys.f_gt_tensor(&queries)?;
+            Ok(Some(
+                Tensor::f_zeros([len, total], (kind, device))?
+                    .f_masked_fill(&future, lowest(kind))?
+                    .f_view([1, 1, len, total])?,
+            ))
+        }
+        Span::Device { window } => {
+            let future = slots.f_narrow(0, 0, window)?.f_gt_tensor(position)?;
+            Ok(Some(
+                Tensor::f_zeros([window], (kind, slots.device()))?
+                    .f_masked_fill(&future, lowest(kind))?
+                    .f_view([1, 1, 1, window])?,
+            ))
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -339,45 +473,69 @@ impl DecoderLayer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         xs: &Tensor,
-        self_cache: &mut KvCache,
-        cross: &KvCache,
+        self_cache: &mut Tensor,
+        cross: &Tensor,
         cross_mask: &Tensor,
-        start: i64,
+        span: Span,
+        position: &Tensor,
+        self_mask: Option<&Tensor>,
     ) -> Result<Tensor, TchError> {
-        let attn = self.self_attn.forward_self(
+        let xs = self.self_attn.forward_self(
             &self.self_attn_layer_norm.forward(xs)?,
+            xs,
             self_cache,
-            start,
+            span,
+            position,
+            self_mask,
         )?;
-        let xs = xs.f_add(&attn)?;
-        let cross = self.encoder_attn.forward_cross(
+        let xs = self.encoder_attn.forward_cross(
             &self.encoder_attn_layer_norm.forward(&xs)?,
+            &xs,
             cross,
             cross_mask,
         )?;
-        let xs = xs.f_add(&cross)?;
-        let ff = self.fc2.forward(
-            &self
-                .fc1
-                .forward(&self.final_layer_norm.forward(&xs)?)?
-                .f_gelu("none")?,
-        )?;
-        xs.f_add(&ff)
+        let hidden = self
+            .fc1
+            .forward(&self.final_layer_norm.forward(&xs)?)?
+            .f_gelu("none")?;
+        self.fc2.forward_add(&hidden, &xs)
     }
+}
+
+fn not_fused() -> TchError {
+    TchError::Kind("the decoder runs only after `MusicgenDecoder::fuse`".to_owned())
+}
+
+/// Tensors [`MusicgenDecoder::fuse`] builds once after loading.
+#[derive(Debug)]
+struct Fused {
+    /// Every codebook's table stacked: [codebooks * (vocab + 1), hidden].
+    embeddings: Tensor,
+    /// Codebook k's first row in `embeddings`: [1, codebooks, 1] i64.
+    embedding_offsets: Tensor,
+    /// Every codebook's head: [codebooks * vocab, hidden].
+    lm_heads: Linear,
+    /// The sinusoids in the decoder's kind, on its device.
+    positions: Tensor,
 }
 
 /// `MusicgenForCausalLM`, created at the checkpoint's `decoder` prefix.
 #[derive(Debug)]
 pub struct MusicgenDecoder {
+    /// Loaded as separate variables, then views of `fused.embeddings`.
     embed_tokens: Vec<Tensor>,
     layers: Vec<DecoderLayer>,
     layer_norm: LayerNorm,
+    /// Loaded as separate variables, then views of `fused.lm_heads`.
     lm_heads: Vec<Linear>,
-    /// f32 on the CPU; rows are moved to the device as needed.
+    /// f32 on the CPU, until [`MusicgenDecoder::fuse`] moves it.
     positions: Tensor,
+    /// Set by [`MusicgenDecoder::fuse`], which must run before decoding.
+    fused: Option<Fused>,
     cfg: MusicgenDecoderConfig,
     cross_in: i64,
 }
@@ -407,6 +565,7 @@ impl MusicgenDecoder {
             layer_norm,
             lm_heads,
             positions,
+            fused: None,
             cfg: cfg.clone(),
             cross_in,
         })
@@ -416,11 +575,53 @@ impl MusicgenDecoder {
         &self.cfg
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> Device {
+        self.layer_norm.weight.device()
+    }
+
     fn device_and_kind(&self) -> (Device, Kind) {
         (
             self.layer_norm.weight.device(),
             self.layer_norm.weight.kind(),
         )
+    }
+
+    /// Lays the weights out for decoding, once the checkpoint is loaded and
+    /// the variables have their final kind and device (converting the
+    /// VarStore afterwards would separate the fused views again). The
+    /// variables keep their checkpoint names and shapes; they become views
+    /// of the fused tensors. Idempotent.
+    pub fn fuse(&mut self) -> Result<(), TchError> {
+        let _no_grad = tch::no_grad_guard();
+        if self.fused.is_some() {
+            return Ok(());
+        }
+        let (device, kind) = self.device_and_kind();
+        for layer in &mut self.layers {
+            layer.self_attn.fuse()?;
+        }
+        let embeddings = fuse_rows(&mut self.embed_tokens.iter_mut().collect::<Vec<_>>())?;
+        let lm_heads = Linear::over(fuse_rows(
+            &mut self
+                .lm_heads
+                .iter_mut()
+                .map(|h| &mut h.weight)
+                .collect::<Vec<_>>(),
+        )?);
+        let codebooks = self.cfg.num_codebooks;
+        let embedding_offsets = Tensor::f_arange(codebooks, (Kind::Int64, Device::Cpu))?
+            .f_mul_scalar(self.cfg.vocab_size + 1)?
+            .f_view([1, codebooks, 1])?
+            .f_to_device(device)?;
+        let positions = self.positions.f_to_device(device)?.f_to_kind(kind)?;
+        self.fused = Some(Fused {
+            embeddings,
+            embedding_offsets,
+            lm_heads,
+            positions,
+        });
+        Ok(())
     }
 
     /// Starts a generation of at most `capacity` positions for `encoder_states`
@@ -452,17 +653,21 @@ impl MusicgenDecoder {
         let mut self_attn = Vec::with_capacity(self.layers.len());
         let mut cross_attn = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            self_attn.push(KvCache {
-                keys: Tensor::f_zeros([b, heads, capacity, head_dim], (kind, device))?,
-                values: Tensor::f_zeros([b, heads, capacity, head_dim], (kind, device))?,
-            });
+            // Zeros, not empty: a masked slot still enters the products, and
+            // stale NaNs there would survive the mask.
+            self_attn.push(Tensor::f_zeros(
+                [2, b, heads, capacity, head_dim],
+                (kind, device),
+            )?);
             cross_attn.push(layer.encoder_attn.project_kv(&states)?);
         }
-        let cross_mask = additive_mask(&encoder_mask.f_to_device(device)?)?;
+        let cross_mask = additive_mask_in(&encoder_mask.f_to_device(device)?, kind)?;
         Ok(DecoderState {
             self_attn,
             cross_attn,
             cross_mask,
+            position: Tensor::f_zeros([1], (Kind::Int64, device))?,
+            slots: Tensor::f_arange(capacity, (Kind::Int64, device))?,
             len: 0,
             capacity,
         })
@@ -471,14 +676,7 @@ impl MusicgenDecoder {
     /// Runs `codes` [batch, codebooks, len] (positions `state.len()..+len`)
     /// and returns f32 logits [batch, codebooks, len, vocab].
     pub fn forward(&self, codes: &Tensor, state: &mut DecoderState) -> Result<Tensor, TchError> {
-        let (device, kind) = self.device_and_kind();
-        let (b, c, l) = codes.size3()?;
-        if c != self.cfg.num_codebooks {
-            return Err(TchError::Shape(format!(
-                "got {c} codebooks, the model has {}",
-                self.cfg.num_codebooks
-            )));
-        }
+        let (_, _, l) = codes.size3()?;
         let start = state.len;
         if start + l > state.capacity {
             return Err(TchError::Kind(format!(
@@ -487,36 +685,99 @@ impl MusicgenDecoder {
                 start + l
             )));
         }
+        let logits = self.run(codes, state, Span::Host { start, len: l })?;
+        state.len = start + l;
+        // Keep the device-side position in step, for device steps after a
+        // host prefix.
+        let _ = state.position.f_fill_(state.len)?;
+        Ok(logits)
+    }
+
+    /// One decoding step for `codes` [batch, codebooks] at `span` (one
+    /// position); returns f32 logits [batch, codebooks, vocab]. Neither
+    /// position counter moves: the caller advances the one it drives.
+    pub fn step(
+        &self,
+        codes: &Tensor,
+        state: &mut DecoderState,
+        span: Span,
+    ) -> Result<Tensor, TchError> {
+        let (b, c) = codes.size2()?;
+        if let Span::Host { start, len } = span {
+            if len != 1 || start >= state.capacity {
+                return Err(TchError::Kind(format!(
+                    "a step is one position within {}, got {len} at {start}",
+                    state.capacity
+                )));
+            }
+        }
+        let logits = self.run(&codes.f_view([b, c, 1])?, state, span)?;
+        logits.f_squeeze_dim(2)
+    }
+
+    fn run(
+        &self,
+        codes: &Tensor,
+        state: &mut DecoderState,
+        span: Span,
+    ) -> Result<Tensor, TchError> {
+        let (device, kind) = self.device_and_kind();
+        let (b, c, l) = codes.size3()?;
+        if c != self.cfg.num_codebooks {
+            return Err(TchError::Shape(format!(
+                "got {c} codebooks, the model has {}",
+                self.cfg.num_codebooks
+            )));
+        }
+        if let Span::Device { window, .. } = span {
+            if l != 1 || window < 1 || window > state.capacity {
+                return Err(TchError::Kind(format!(
+                    "a device step is one position in a window of 1..={}, got {l} in {window}",
+                    state.capacity
+                )));
+            }
+        }
         let codes = codes.f_to_device(device)?;
+        // A handle, so that the layers can read it while writing the caches.
+        let position = state.position.shallow_clone();
         let _threads =
             (device == Device::Cpu && b * l <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
-        let mut xs = Tensor::f_zeros([b, l, self.cfg.hidden_size], (kind, device))?;
-        for (k, table) in self.embed_tokens.iter().enumerate() {
-            let ids = codes.f_select(1, k as i64)?;
-            xs = xs.f_add(&Tensor::f_embedding(table, &ids, -1, false, false)?)?;
-        }
-        let positions = self
-            .positions
-            .f_narrow(0, start, l)?
-            .f_to_device(device)?
-            .f_to_kind(kind)?;
-        xs = xs.f_add(&positions.f_unsqueeze(0)?)?;
+        let fused = self.fused.as_ref().ok_or_else(not_fused)?;
+        // One lookup for every codebook, summed over codebooks.
+        let ids = codes.f_add(&fused.embedding_offsets)?;
+        let xs = Tensor::f_embedding(&fused.embeddings, &ids, -1, false, false)?
+            .f_sum_dim_intlist(1, false, kind)?;
+        let positions = match span {
+            Span::Host { start, len } => fused.positions.f_narrow(0, start, len)?,
+            Span::Device { .. } => fused.positions.f_index_select(0, &position)?,
+        };
+        let mut xs = xs.f_add(&positions.f_unsqueeze(0)?)?;
+        let self_mask = self_attention_mask(span, &position, &state.slots, kind)?;
         for ((layer, self_cache), cross) in self
             .layers
             .iter()
             .zip(state.self_attn.iter_mut())
             .zip(&state.cross_attn)
         {
-            xs = layer.forward(&xs, self_cache, cross, &state.cross_mask, start)?;
+            xs = layer.forward(
+                &xs,
+                self_cache,
+                cross,
+                &state.cross_mask,
+                span,
+                &position,
+                self_mask.as_ref(),
+            )?;
         }
-        state.len = start + l;
         let xs = self.layer_norm.forward(&xs)?;
-        let logits: Vec<Tensor> = self
+        let vocab = self.cfg.vocab_size;
+        // [b, l, K*V] -> [b, K, l, V]
+        let logits = fused
             .lm_heads
-            .iter()
-            .map(|head| head.forward(&xs))
-            .collect::<Result<_, _>>()?;
-        Tensor::f_stack(&logits, 1)?.f_to_kind(Kind::Float)
+            .forward(&xs)?
+            .f_view([b, l, c, vocab])?
+            .f_permute([0, 2, 1, 3])?;
+        logits.f_to_kind(Kind::Float)
     }
 }
 
@@ -554,11 +815,55 @@ mod tests {
     }
 
     #[test]
+    fn forward_add_is_the_residual_plus_the_product_on_both_paths() {
+        for (rows, out) in [(2i64, 1024i64), (12, 64)] {
+            let linear = Linear::over(Tensor::randn([out, 512], (Kind::Float, Device::Cpu)));
+            let xs = Tensor::randn([rows, 1, 512], (Kind::Float, Device::Cpu));
+            let residual = Tensor::randn([rows, 1, out], (Kind::Float, Device::Cpu));
+            let got = linear.forward_add(&xs, &residual).expect("forward_add");
+            let expected = xs.linear(&linear.weight, None::<Tensor>) + &residual;
+            assert_eq!(got.size(), residual.size());
+            let diff = (got - expected).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "{rows} rows: max diff {diff}");
+        }
+    }
+
+    #[test]
+    fn fusing_makes_the_variables_views_of_one_tensor_without_changing_them() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let a = root.randn_standard("a", &[2, 3]);
+        let b = root.randn_standard("b", &[4, 3]);
+        let (a0, b0) = (a.copy(), b.copy());
+        let (mut a1, mut b1) = (a.shallow_clone(), b.shallow_clone());
+        let fused = fuse_rows(&mut [&mut a1, &mut b1]).expect("fuse");
+        assert_eq!(fused.size(), vec![6, 3]);
+        // The VarStore's own handles see the fused storage.
+        let stored = vs.variables();
+        assert!(stored["a"].equal(&a0) && stored["b"].equal(&b0));
+        assert_eq!(stored["a"].data_ptr(), fused.data_ptr());
+        let _ = fused.narrow(0, 2, 1).fill_(7.0);
+        assert_eq!(stored["b"].double_value(&[0, 0]), 7.0);
+    }
+
+    #[test]
     fn fully_masked_rows_stay_finite() {
         let mask = Tensor::from_slice(&[0i64, 0, 0]).view([1, 3]);
-        let add = additive_mask(&mask).expect("mask");
-        let scores = Tensor::from_slice(&[0.5f32, -1.0, 2.0]).view([1, 1, 1, 3]) + add;
-        let w = scores.softmax(-1, Kind::Float);
-        assert!(w.isfinite().all().int64_value(&[]) == 1);
+        for kind in [Kind::Float, Kind::Half, Kind::BFloat16] {
+            let add = additive_mask_in(&mask, kind).expect("mask");
+            let q = Tensor::randn([1, 1, 1, 4], (kind, Device::Cpu));
+            let kv = Tensor::randn([1, 1, 3, 4], (kind, Device::Cpu));
+            let out = Tensor::scaled_dot_product_attention(
+                &q,
+                &kv,
+                &kv,
+                Some(&add),
+                0.0,
+                false,
+                None,
+                false,
+            );
+            assert!(out.isfinite().all().int64_value(&[]) == 1, "{kind:?}");
+        }
     }
 }

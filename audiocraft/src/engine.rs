@@ -11,6 +11,10 @@
 //! Precision: the decoder runs in the requested dtype (f32, f16 or bf16);
 //! the T5 encoder (run once per batch, and known to overflow in f16) and the
 //! EnCodec decoder stay in f32, and softmax/sampling are always f32.
+//!
+//! On CUDA the decoding steps are captured as CUDA graphs where the build
+//! can ([`crate::generation::StepMode`]); [`MusicGenEngine::set_cuda_graphs`]
+//! turns that off.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -23,7 +27,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::MusicgenConfig;
-use crate::generation::{Continue, GenerateError, GenerateOptions, MusicgenModel};
+use crate::cuda;
+use crate::generation::{Continue, GenerateError, GenerateOptions, MusicgenModel, StepMode};
 use crate::hub::HubSettings;
 use crate::sampling::Decoding;
 use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
@@ -98,20 +103,34 @@ impl MusicGenEngine {
             .map_err(|e| model_err(e.to_string()))?;
 
         let mut vs = nn::VarStore::new(device);
-        let built = MusicgenModel::new(vs.root(), &cfg).map_err(model_err)?;
+        let mut built = MusicgenModel::new(vs.root(), &cfg).map_err(model_err)?;
         checkpoint.load_into(&mut vs)?;
         if kind != Kind::Float {
             let mut decoder = vs.root() / "decoder";
             decoder.set_kind(kind);
         }
+        // After the kind change: converting later would undo the fusion.
+        built.fuse().map_err(|e| model_err(first_line(&e)))?;
         let frame_rate = cfg.audio_encoder.frame_rate() as f64;
+        let gpu = cuda::device_name(device);
         let info = ModelInfo {
             name: model.to_owned(),
             sample_rate: cfg.audio_encoder.sampling_rate,
             channels: u16::try_from(cfg.audio_encoder.audio_channels).unwrap_or(1),
             frame_rate,
+            device: device_label(device),
+            gpu: gpu.clone(),
+            dtype: dtype_label(kind).to_owned(),
         };
-        tracing::info!(model, dir = %dir.display(), ?device, ?kind, "MusicGen loaded");
+        tracing::info!(
+            model,
+            dir = %dir.display(),
+            device = %info.device,
+            gpu = gpu.as_deref().unwrap_or("-"),
+            dtype = %info.dtype,
+            step_mode = ?built.step_mode(),
+            "MusicGen loaded"
+        );
         Ok(Self {
             loaded: Mutex::new(Loaded {
                 model: built,
@@ -127,6 +146,24 @@ impl MusicGenEngine {
 
     pub fn config(&self) -> &MusicgenConfig {
         &self.cfg
+    }
+
+    /// Whether decoding steps on CUDA are captured as graphs (the default
+    /// where the build has the CUDA shim). Off, every step runs eagerly.
+    pub fn set_cuda_graphs(&mut self, on: bool) {
+        self.set_step_mode(StepMode::for_device(self.device, on));
+    }
+
+    /// How decoding steps run; [`StepMode::DeviceIndexed`] runs the graphs'
+    /// step eagerly on any device (for tests).
+    pub fn set_step_mode(&mut self, mode: StepMode) {
+        if let Ok(loaded) = self.loaded.get_mut() {
+            loaded.model.set_step_mode(mode);
+        }
+    }
+
+    pub fn step_mode(&self) -> Option<StepMode> {
+        self.loaded.lock().ok().map(|l| l.model.step_mode())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Loaded>, GenerationError> {
@@ -286,15 +323,36 @@ impl MusicGenEngine {
     }
 }
 
+/// libtorch appends a C++ backtrace; the first line is the useful part.
+fn first_line(err: &tch::TchError) -> String {
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn engine_error(err: tch::TchError) -> GenerationError {
-    // libtorch appends a C++ backtrace; the first line is the useful part.
-    GenerationError::Engine(
-        err.to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    GenerationError::Engine(first_line(&err))
+}
+
+/// `cpu`, `cuda:0`, ... as the `--device` flag spells them.
+pub fn device_label(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_owned(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// `f32`, `f16`, `bf16` as the `--dtype` flag spells them.
+pub fn dtype_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Half => "f16",
+        Kind::BFloat16 => "bf16",
+        Kind::Float => "f32",
+        _ => "other",
+    }
 }
 
 fn map_generate_error(err: GenerateError) -> GenerationError {

@@ -12,15 +12,28 @@
 //! encoder output replaced by zeros (before `enc_to_dec_proj`) with an
 //! all-zero attention mask, and both halves run in one forward pass.
 //!
-//! Everything here runs under `no_grad`; the caller's step callback is asked
-//! after every step whether to go on, so a canceled job stops within one step.
+//! The decoding loop takes conditioning states and their mask, and returns
+//! codes; it knows nothing of text. A step is a fixed chain of device work
+//! over buffers allocated once per generation: the decoder's static caches,
+//! the code sequence, the next input, and the uniform numbers sampling draws
+//! from, copied to the device before the first step. So the host never
+//! waits for the device inside the loop, and on CUDA a step is captured
+//! once per attention window as a graph and replayed
+//! ([`StepMode::CudaGraphs`]), with eager steps as the fallback.
+//!
+//! Everything here runs under `no_grad`. The caller's progress callback is
+//! asked every [`PROGRESS_EVERY`] steps whether to go on, so a canceled job
+//! stops within that many steps (plus the steps the device had queued).
 
-use tch::{nn, Kind, TchError, Tensor};
+use std::collections::VecDeque;
+
+use tch::{nn, Device, Kind, TchError, Tensor};
 
 use crate::config::MusicgenConfig;
-use crate::decoder::{IntraOpThreads, Linear, MusicgenDecoder};
+use crate::cuda::{self, CudaError, CudaGraph, GraphPool, SideStream, StreamMark};
+use crate::decoder::{DecoderState, IntraOpThreads, Linear, MusicgenDecoder, Span};
 use crate::encodec::EncodecDecoder;
-use crate::sampling::{guide, select, Decoding, SplitMix64};
+use crate::sampling::{draw_uniforms, guide, select, Decoding, SplitMix64};
 use crate::t5::T5Encoder;
 use crate::tokenizer::EncodedPrompts;
 
@@ -93,7 +106,13 @@ pub enum GenerateError {
     Torch(#[from] TchError),
 }
 
-/// What the step callback answers.
+impl From<CudaError> for GenerateError {
+    fn from(err: CudaError) -> Self {
+        GenerateError::Torch(err.into())
+    }
+}
+
+/// What the progress callback answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Continue {
     Yes,
@@ -109,6 +128,54 @@ pub struct GenerateOptions {
     pub seed: Option<u64>,
 }
 
+/// How decoding steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepMode {
+    /// One eager step per position, positions known on the host: the CPU's
+    /// mode, and CUDA's when graphs are off.
+    Eager,
+    /// Steps that read their position from the device and attend over
+    /// windows of [`GRAPH_WINDOW`] positions, as captured graphs need, run
+    /// eagerly: the graphs' arithmetic on any device.
+    DeviceIndexed,
+    /// [`StepMode::DeviceIndexed`] steps captured once per window as CUDA
+    /// graphs and replayed; eager device-indexed steps where capture fails.
+    CudaGraphs,
+}
+
+impl StepMode {
+    /// The fastest mode for `device` in this build: graphs on CUDA when
+    /// `cuda_graphs` allows them and the shim is compiled in.
+    pub fn for_device(device: Device, cuda_graphs: bool) -> Self {
+        if device.is_cuda() && cuda_graphs && cuda::graphs_compiled() {
+            StepMode::CudaGraphs
+        } else {
+            StepMode::Eager
+        }
+    }
+}
+
+/// Positions per attention window in device-indexed steps: one graph per
+/// window, each step attending over its whole window (later slots masked).
+/// Larger windows mean fewer captures per generation and more masked keys
+/// read per step.
+pub const GRAPH_WINDOW: i64 = 128;
+
+/// Progress is reported, and cancellation asked, every this many steps (and
+/// after the last one).
+pub const PROGRESS_EVERY: usize = 8;
+
+/// What the decoder cross-attends to: `states` [rows, len, width], already
+/// in the decoder's cross-attention width, and `mask` [rows, len] (1 =
+/// attend). With guidance the rows are the conditional batch followed by
+/// the unconditional one, so that both run in one forward pass.
+#[derive(Debug)]
+pub struct Conditioning {
+    pub states: Tensor,
+    pub mask: Tensor,
+    pub guided: bool,
+}
+
 /// The whole model: T5 text encoder, projection, decoder and EnCodec decoder,
 /// all reading from one VarStore laid out as the checkpoint.
 #[derive(Debug)]
@@ -118,11 +185,12 @@ pub struct MusicgenModel {
     decoder: MusicgenDecoder,
     audio: EncodecDecoder,
     cfg: MusicgenConfig,
+    step_mode: StepMode,
 }
 
 impl MusicgenModel {
     /// Creates every variable the model reads under `vs` (the VarStore root);
-    /// load the checkpoint into the store afterwards.
+    /// load the checkpoint into the store, then call [`MusicgenModel::fuse`].
     pub fn new(vs: nn::Path, cfg: &MusicgenConfig) -> Result<Self, String> {
         cfg.validate()?;
         let text_encoder = T5Encoder::new(&vs / "text_encoder", &cfg.text_encoder)?;
@@ -143,13 +211,21 @@ impl MusicgenModel {
             .map_err(|e| e.to_string())?;
         let audio = EncodecDecoder::new(&vs / "audio_encoder", &cfg.audio_encoder)
             .map_err(|e| e.to_string())?;
+        let step_mode = StepMode::for_device(vs.device(), true);
         Ok(Self {
             text_encoder,
             enc_to_dec_proj,
             decoder,
             audio,
             cfg: cfg.clone(),
+            step_mode,
         })
+    }
+
+    /// Lays the decoder's weights out for decoding; run once after loading
+    /// and after any change of the VarStore's kind.
+    pub fn fuse(&mut self) -> Result<(), TchError> {
+        self.decoder.fuse()
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -160,9 +236,29 @@ impl MusicgenModel {
         &self.decoder
     }
 
+    /// On the CPU every stage runs libtorch on one intra-op thread (see
+    /// [`IntraOpThreads`]): measured on the 2-core benchmark machine with
+    /// other builds running, two OpenMP threads made musicgen-small's EnCodec
+    /// decode of a 2 s clip 4-5x slower than one (its LSTM 8x), and the tiny
+    /// fixture's clip times jump between 0.05 and 6 s at random instead of
+    /// growing with the clip. The decoder's large products keep their own
+    /// thread pool ([`crate::gemv`]).
+    fn on_cpu(&self) -> bool {
+        self.decoder.device() == Device::Cpu
+    }
+
+    pub fn step_mode(&self) -> StepMode {
+        self.step_mode
+    }
+
+    pub fn set_step_mode(&mut self, mode: StepMode) {
+        self.step_mode = mode;
+    }
+
     /// T5's last hidden state [batch, len, d_model], before the projection.
     pub fn encode_text(&self, prompts: &EncodedPrompts) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         self.text_encoder
             .forward(&prompts.input_ids, &prompts.attention_mask)
     }
@@ -176,46 +272,16 @@ impl MusicgenModel {
         }
     }
 
-    /// Teacher-forced logits [batch, codebooks, len, vocab] for `codes`
-    /// [batch, codebooks, len], without guidance (the reference's `forward`).
-    pub fn logits(&self, prompts: &EncodedPrompts, codes: &Tensor) -> Result<Tensor, TchError> {
-        let _guard = tch::no_grad_guard();
-        let hidden = self.project(&self.encode_text(prompts)?)?;
-        let (_, _, len) = codes.size3()?;
-        let mut state = self.decoder.start(&hidden, &prompts.attention_mask, len)?;
-        self.decoder.forward(codes, &mut state)
-    }
-
-    /// Generates `frames` frames of codes for each prompt: [batch, codebooks,
-    /// frames] i64 on the CPU, delay pattern removed. `on_step(done, total)` is
-    /// called after every decoding step.
-    pub fn generate(
+    /// The text conditioning of `prompts`; with `guided`, followed by the
+    /// null conditioning (zeroed encoder output, nothing attended).
+    pub fn condition(
         &self,
         prompts: &EncodedPrompts,
-        frames: i64,
-        options: &GenerateOptions,
-        on_step: &mut dyn FnMut(usize, usize) -> Continue,
-    ) -> Result<Tensor, GenerateError> {
+        guided: bool,
+    ) -> Result<Conditioning, TchError> {
         let _guard = tch::no_grad_guard();
-        let dcfg = &self.cfg.decoder;
-        let codebooks = dcfg.num_codebooks;
-        if frames < 1 {
-            return Err(GenerateError::Rejected(
-                "at least one frame must be generated".to_owned(),
-            ));
-        }
-        // transformers skips the pattern below 2K-1 positions; generating a
-        // few frames more and trimming keeps one code path.
-        let pattern = DelayPattern::for_frames(frames.max(codebooks), codebooks, dcfg.pad_token());
-        if pattern.length > dcfg.max_position_embeddings {
-            return Err(GenerateError::Rejected(format!(
-                "{} frames need {} decoding positions; the model supports {}",
-                frames, pattern.length, dcfg.max_position_embeddings
-            )));
-        }
-
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         let hidden = self.encode_text(prompts)?;
-        let guided = options.guidance_scale > 1.0;
         let (states, mask) = if guided {
             (
                 Tensor::f_cat(&[&hidden, &hidden.f_zeros_like()?], 0)?,
@@ -230,65 +296,339 @@ impl MusicgenModel {
         } else {
             (hidden, prompts.attention_mask.shallow_clone())
         };
-        let states = self.project(&states)?;
-        let mut state = self.decoder.start(&states, &mask, pattern.length)?;
+        Ok(Conditioning {
+            states: self.project(&states)?,
+            mask,
+            guided,
+        })
+    }
 
-        let batch = prompts.input_ids.size2()?.0;
-        let device = states.device();
-        let forced = pattern.mask().f_to_device(device)?;
-        let sequence = Tensor::f_full(
-            [batch, codebooks, pattern.length],
-            dcfg.bos_token(),
-            (Kind::Int64, device),
-        )?;
-        let mut rng = options
-            .seed
-            .map(SplitMix64::new)
-            .unwrap_or_else(SplitMix64::from_entropy);
-        let total = pattern.steps() as usize;
-        let mut current = sequence.f_narrow(2, 0, 1)?;
-        // The sampling ops of a step are as small as the decoder's.
-        let _threads = (device == tch::Device::Cpu).then(IntraOpThreads::one);
-        for position in 1..pattern.length {
-            let input = if guided {
-                Tensor::f_cat(&[&current, &current], 0)?
-            } else {
-                current.shallow_clone()
-            };
-            let logits = self.decoder.forward(&input, &mut state)?; // [b', K, 1, V]
-            let logits = guide(&logits.f_squeeze_dim(2)?, options.guidance_scale)?; // [b, K, V]
-            let vocab = logits.size().last().copied().unwrap_or(0);
-            let next = select(
-                &logits.f_reshape([batch * codebooks, vocab])?,
-                options.decoding,
-                &mut rng,
-            )?
-            .f_view([batch, codebooks])?;
-            let column = forced
-                .f_select(1, position)?
-                .f_unsqueeze(0)?
-                .f_expand([batch, codebooks], false)?;
-            let next = next.f_where_self(&column.f_eq(-1)?, &column)?;
-            sequence
-                .f_narrow(2, position, 1)?
-                .f_copy_(&next.f_unsqueeze(2)?)?;
-            current = next.f_unsqueeze(2)?;
-            if on_step(position as usize, total) == Continue::Stop {
-                return Err(GenerateError::Canceled);
-            }
-        }
-        let codes = pattern.revert(&sequence)?.f_narrow(2, 0, frames)?;
-        Ok(codes.f_to_device(tch::Device::Cpu)?)
+    /// Teacher-forced logits [batch, codebooks, len, vocab] for `codes`
+    /// [batch, codebooks, len], without guidance (the reference's `forward`).
+    pub fn logits(&self, prompts: &EncodedPrompts, codes: &Tensor) -> Result<Tensor, TchError> {
+        let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
+        let hidden = self.project(&self.encode_text(prompts)?)?;
+        let (_, _, len) = codes.size3()?;
+        let mut state = self.decoder.start(&hidden, &prompts.attention_mask, len)?;
+        self.decoder.forward(codes, &mut state)
+    }
+
+    /// Generates `frames` frames of codes for each prompt: [batch, codebooks,
+    /// frames] i64 on the CPU, delay pattern removed. `on_step(done, total)`
+    /// is called every [`PROGRESS_EVERY`] steps and after the last.
+    pub fn generate(
+        &self,
+        prompts: &EncodedPrompts,
+        frames: i64,
+        options: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize) -> Continue,
+    ) -> Result<Tensor, GenerateError> {
+        let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
+        let conditioning = self.condition(prompts, options.guidance_scale > 1.0)?;
+        decode_codes(
+            &self.decoder,
+            &conditioning,
+            frames,
+            options,
+            self.step_mode,
+            on_step,
+        )
     }
 
     /// EnCodec audio [batch, channels, samples] f32 on the CPU for `codes`
     /// [batch, codebooks, frames].
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
+        let _threads = self.on_cpu().then(IntraOpThreads::one);
         self.audio
             .decode(codes)?
             .f_to_kind(Kind::Float)?
             .f_to_device(tch::Device::Cpu)
+    }
+}
+
+/// Decodes `frames` frames of codes per clip from `conditioning`:
+/// [batch, codebooks, frames] i64 on the CPU, delay pattern removed. Any
+/// model that feeds this decoder (text, or other conditioning mapped onto
+/// cross-attention states) goes through here.
+pub fn decode_codes(
+    decoder: &MusicgenDecoder,
+    conditioning: &Conditioning,
+    frames: i64,
+    options: &GenerateOptions,
+    mode: StepMode,
+    on_step: &mut dyn FnMut(usize, usize) -> Continue,
+) -> Result<Tensor, GenerateError> {
+    let _guard = tch::no_grad_guard();
+    let dcfg = decoder.config();
+    let codebooks = dcfg.num_codebooks;
+    if frames < 1 {
+        return Err(GenerateError::Rejected(
+            "at least one frame must be generated".to_owned(),
+        ));
+    }
+    // transformers skips the pattern below 2K-1 positions; generating a
+    // few frames more and trimming keeps one code path.
+    let pattern = DelayPattern::for_frames(frames.max(codebooks), codebooks, dcfg.pad_token());
+    if pattern.length > dcfg.max_position_embeddings {
+        return Err(GenerateError::Rejected(format!(
+            "{} frames need {} decoding positions; the model supports {}",
+            frames, pattern.length, dcfg.max_position_embeddings
+        )));
+    }
+    let device = decoder.device();
+    // Set before the caches are allocated and the cross-attention projected:
+    // even those few OpenMP regions leave a worker spinning on a core that
+    // the loop needs.
+    let _threads = (device == Device::Cpu).then(IntraOpThreads::one);
+    let mut run = Run::start(decoder, conditioning, pattern, options)?;
+    let total = pattern.steps() as usize;
+    let mut progress = Progress {
+        device,
+        total,
+        marks: VecDeque::new(),
+        on_step,
+    };
+    let window_of = |t: i64| ((t / GRAPH_WINDOW + 1) * GRAPH_WINDOW).min(pattern.length);
+    match mode {
+        StepMode::Eager => {
+            for t in 0..pattern.steps() {
+                run.step(At::Host(t))?;
+                progress.queued(t as usize + 1)?;
+            }
+        }
+        StepMode::DeviceIndexed | StepMode::CudaGraphs => {
+            let graphing = match mode {
+                StepMode::CudaGraphs => match (GraphPool::new(device), SideStream::new(device)) {
+                    (Ok(pool), Ok(side)) => Some((pool, side)),
+                    (Err(err), _) | (_, Err(err)) => {
+                        tracing::warn!(error = %err, "decoding without CUDA graphs");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let mut capturing = graphing.is_some();
+            let mut graphs: Vec<(i64, CudaGraph)> = Vec::new();
+            for t in 0..pattern.steps() {
+                let window = window_of(t);
+                match &graphing {
+                    // The warm-up: a real step, on the stream captures use.
+                    Some((_, side)) if t == 0 => side.run(|| run.step(At::Device(window)))?,
+                    Some((pool, side)) => {
+                        if capturing && graphs.last().is_none_or(|(w, _)| *w != window) {
+                            match CudaGraph::capture(side, pool, || run.step(At::Device(window))) {
+                                Ok(graph) => graphs.push((window, graph)),
+                                // Capturing runs nothing: the state is as it
+                                // was, and eager steps carry on from it.
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "decoding without CUDA graphs");
+                                    capturing = false;
+                                }
+                            }
+                        }
+                        match graphs.last() {
+                            Some((w, graph)) if *w == window => graph.replay()?,
+                            _ => run.step(At::Device(window))?,
+                        }
+                    }
+                    None => run.step(At::Device(window))?,
+                }
+                progress.queued(t as usize + 1)?;
+            }
+        }
+    }
+    let codes = pattern.revert(&run.sequence)?.f_narrow(2, 0, frames)?;
+    Ok(codes.f_to_device(Device::Cpu)?)
+}
+
+/// Where a step finds its position: the host's count, or the device-side
+/// position (with the attention window it sees).
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Host(i64),
+    Device(i64),
+}
+
+/// The buffers of one generation. Every step reads and writes them in
+/// place, so a captured step replays against the same memory.
+struct Run<'a> {
+    decoder: &'a MusicgenDecoder,
+    state: DecoderState,
+    /// [batch, codebooks, length] i64, the bos column first.
+    sequence: Tensor,
+    /// The codes the next step reads: [rows, codebooks] i64, each clip's
+    /// codes repeated for the unconditional half under guidance.
+    input: Tensor,
+    /// [codebooks, length] i64: -1 where predicted, the pad code where forced.
+    forced: Tensor,
+    /// [steps, batch * codebooks] f64 when sampling.
+    uniforms: Option<Tensor>,
+    decoding: Decoding,
+    guidance_scale: f64,
+    batch: i64,
+    groups: i64,
+}
+
+impl<'a> Run<'a> {
+    fn start(
+        decoder: &'a MusicgenDecoder,
+        conditioning: &Conditioning,
+        pattern: DelayPattern,
+        options: &GenerateOptions,
+    ) -> Result<Self, GenerateError> {
+        let dcfg = decoder.config();
+        let device = decoder.device();
+        let rows = conditioning.states.size3()?.0;
+        let groups = if conditioning.guided { 2 } else { 1 };
+        if rows % groups != 0 || rows == 0 {
+            return Err(GenerateError::Rejected(format!(
+                "{rows} conditioning rows cannot be split into {groups} halves"
+            )));
+        }
+        let batch = rows / groups;
+        let codebooks = pattern.codebooks;
+        let state = decoder.start(&conditioning.states, &conditioning.mask, pattern.length)?;
+        let sequence = Tensor::f_full(
+            [batch, codebooks, pattern.length],
+            dcfg.bos_token(),
+            (Kind::Int64, device),
+        )?;
+        let input = Tensor::f_full([rows, codebooks], dcfg.bos_token(), (Kind::Int64, device))?;
+        let uniforms = match options.decoding {
+            Decoding::Greedy => None,
+            Decoding::Sample { .. } => {
+                let mut rng = options
+                    .seed
+                    .map(SplitMix64::new)
+                    .unwrap_or_else(SplitMix64::from_entropy);
+                Some(draw_uniforms(
+                    &mut rng,
+                    pattern.steps(),
+                    batch * codebooks,
+                    device,
+                )?)
+            }
+        };
+        Ok(Self {
+            decoder,
+            state,
+            sequence,
+            input,
+            forced: pattern.mask().f_to_device(device)?,
+            uniforms,
+            decoding: options.decoding,
+            // With one group there is no unconditional half to guide from.
+            guidance_scale: if groups == 2 {
+                options.guidance_scale
+            } else {
+                1.0
+            },
+            batch,
+            groups,
+        })
+    }
+
+    /// One decoding step: logits for the input codes, guidance, the choice
+    /// of the next codes, the delay pattern's forced codes, and the writes
+    /// of the result into the sequence and the next input. Nothing here
+    /// waits for the device or reads the host, so it can be captured.
+    fn step(&mut self, at: At) -> Result<(), TchError> {
+        let span = match at {
+            At::Host(t) => Span::Host { start: t, len: 1 },
+            At::Device(window) => Span::Device { window },
+        };
+        let logits = self.decoder.step(&self.input, &mut self.state, span)?; // [rows, K, V]
+        let logits = guide(&logits, self.guidance_scale)?; // [batch, K, V]
+        let (b, k, vocab) = logits.size3()?;
+        // The step's position t reads the sequence at t and writes t + 1.
+        let next_position = match at {
+            At::Host(_) => None,
+            At::Device(_) => Some(self.state.position().f_add_scalar(1)?),
+        };
+        let uniforms = match (&self.uniforms, at) {
+            (None, _) => None,
+            (Some(u), At::Host(t)) => Some(u.f_narrow(0, t, 1)?),
+            (Some(u), At::Device(_)) => Some(u.f_index_select(0, self.state.position())?),
+        };
+        let uniforms = uniforms.map(|u| u.f_view([b * k, 1])).transpose()?;
+        let next = select(
+            &logits.f_reshape([b * k, vocab])?,
+            self.decoding,
+            uniforms.as_ref(),
+        )?
+        .f_view([b, k])?;
+        let column = match (at, &next_position) {
+            (At::Host(t), _) => self.forced.f_narrow(1, t + 1, 1)?,
+            (At::Device(_), Some(p)) => self.forced.f_index_select(1, p)?,
+            (At::Device(_), None) => unreachable!("device steps have a next position"),
+        }
+        .f_view([1, k])?
+        .f_expand([b, k], false)?;
+        let next = next.f_where_self(&column.f_eq(-1)?, &column)?;
+        let written = next.f_unsqueeze(2)?;
+        match (at, &next_position) {
+            (At::Host(t), _) => self.sequence.f_narrow(2, t + 1, 1)?.f_copy_(&written)?,
+            (At::Device(_), Some(p)) => {
+                let _ = self.sequence.f_index_copy_(2, p, &written)?;
+            }
+            (At::Device(_), None) => unreachable!("device steps have a next position"),
+        }
+        self.input
+            .f_view([self.groups, self.batch, k])?
+            .f_copy_(&next.f_unsqueeze(0)?)?;
+        if let At::Device(_) = at {
+            self.state.advance()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reports progress every [`PROGRESS_EVERY`] steps. On CUDA the host runs
+/// ahead of the device; a report waits for the mark left one report earlier,
+/// so the device still has that many steps queued and never idles for it.
+struct Progress<'a> {
+    device: Device,
+    total: usize,
+    marks: VecDeque<(usize, StreamMark)>,
+    on_step: &'a mut dyn FnMut(usize, usize) -> Continue,
+}
+
+impl Progress<'_> {
+    /// Called once `queued` steps have been handed to the device.
+    fn queued(&mut self, queued: usize) -> Result<(), GenerateError> {
+        if !queued.is_multiple_of(PROGRESS_EVERY) && queued != self.total {
+            return Ok(());
+        }
+        let last = queued == self.total;
+        let done = match self.device {
+            Device::Cuda(_) if cuda::graphs_compiled() => {
+                self.marks
+                    .push_back((queued, StreamMark::record(self.device)?));
+                let keep = if last { 0 } else { 1 };
+                let mut done = None;
+                while self.marks.len() > keep {
+                    if let Some((steps, mark)) = self.marks.pop_front() {
+                        mark.wait()?;
+                        done = Some(steps);
+                    }
+                }
+                done
+            }
+            Device::Cuda(index) => {
+                tch::Cuda::synchronize(index as i64);
+                Some(queued)
+            }
+            _ => Some(queued),
+        };
+        match done {
+            Some(done) if (self.on_step)(done, self.total) == Continue::Stop => {
+                Err(GenerateError::Canceled)
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod audiocraft_config;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cuda;
 pub mod decoder;
 pub mod encodec;
 pub mod engine;

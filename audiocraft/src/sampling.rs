@@ -11,8 +11,11 @@
 //! The random draw does not use libtorch's global generator: each generation
 //! owns a SplitMix64 stream seeded from the request, and picks a code by
 //! inverting the cumulative distribution with one uniform number per
-//! (clip, codebook). So two jobs running on the same process never disturb
-//! each other's randomness, and a seed means the same codes on every run.
+//! (step, clip, codebook). So two jobs running on the same process never
+//! disturb each other's randomness, and a seed means the same codes on every
+//! run. The numbers of a whole generation are drawn on the host before it
+//! starts and copied to the device once ([`draw_uniforms`]); a step reads its
+//! row there, so sampling never waits for the host.
 
 use tch::{Kind, TchError, Tensor};
 
@@ -89,11 +92,27 @@ impl SplitMix64 {
     }
 }
 
-/// Chooses one code per row of `logits` [rows, vocab] (f32).
+/// `steps` x `rows` uniform numbers [steps, rows] f64 on `device`, drawn in
+/// step-major order: row r of step t is the (t * rows + r)-th draw.
+pub fn draw_uniforms(
+    rng: &mut SplitMix64,
+    steps: i64,
+    rows: i64,
+    device: tch::Device,
+) -> Result<Tensor, TchError> {
+    let draws: Vec<f64> = (0..steps * rows).map(|_| rng.next_f64()).collect();
+    Tensor::from_slice(&draws)
+        .f_view([steps, rows])?
+        .f_to_device(device)
+}
+
+/// Chooses one code per row of `logits` [rows, vocab] (f32). `uniforms`
+/// [rows, 1] f64 in [0, 1), on the logits' device, drive sampling; greedy
+/// decoding needs none.
 pub fn select(
     logits: &Tensor,
     decoding: Decoding,
-    rng: &mut SplitMix64,
+    uniforms: Option<&Tensor>,
 ) -> Result<Tensor, TchError> {
     let logits = logits.f_to_kind(Kind::Float)?;
     match decoding {
@@ -103,10 +122,18 @@ pub fn select(
             top_k,
             top_p,
         } => {
-            let mut scores = logits.f_div_scalar(temperature)?;
+            let uniforms = uniforms.ok_or_else(|| {
+                TchError::Kind("sampling needs one uniform number per row".to_owned())
+            })?;
+            // As `generate`, which adds no temperature warper for 1.
+            let mut scores = if temperature == 1.0 {
+                logits
+            } else {
+                logits.f_div_scalar(temperature)?
+            };
             scores = top_k_filter(&scores, top_k)?;
             scores = top_p_filter(&scores, top_p)?;
-            sample_rows(&scores, rng)
+            sample_rows(&scores, uniforms)
         }
     }
 }
@@ -140,19 +167,14 @@ fn top_p_filter(scores: &Tensor, top_p: f64) -> Result<Tensor, TchError> {
     scores.f_masked_fill(&remove, f64::NEG_INFINITY)
 }
 
-/// Inverse-CDF sampling with one uniform draw per row from `rng`.
-fn sample_rows(scores: &Tensor, rng: &mut SplitMix64) -> Result<Tensor, TchError> {
-    let rows = scores.size().first().copied().unwrap_or(0);
+/// Inverse-CDF sampling with one uniform draw per row ([rows, 1] f64).
+fn sample_rows(scores: &Tensor, uniforms: &Tensor) -> Result<Tensor, TchError> {
     let vocab = scores.size().last().copied().unwrap_or(1);
     let cdf = scores
         .f_softmax(-1, Kind::Float)?
         .f_cumsum(-1, Kind::Double)?;
-    let draws: Vec<f64> = (0..rows).map(|_| rng.next_f64()).collect();
     let total = cdf.f_narrow(-1, vocab - 1, 1)?;
-    let target = Tensor::from_slice(&draws)
-        .f_to_device(scores.device())?
-        .f_view([rows, 1])?
-        .f_mul(&total)?;
+    let target = uniforms.f_mul(&total)?;
     // The chosen code is the number of CDF entries at or below the target;
     // zero-probability codes never satisfy cdf[i-1] <= t < cdf[i].
     cdf.f_le_tensor(&target)?
@@ -163,6 +185,7 @@ fn sample_rows(scores: &Tensor, rng: &mut SplitMix64) -> Result<Tensor, TchError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn guidance_extrapolates_from_the_unconditional_half() {
@@ -181,6 +204,9 @@ mod tests {
         let logits = Tensor::from_slice(&[0.1f32, 3.0, 0.5, -1.0, 2.0, 2.5]).view([2, 3]);
         let mut rng = SplitMix64::new(1);
         for _ in 0..20 {
+            let u = draw_uniforms(&mut rng, 1, 2, Device::Cpu)
+                .expect("draws")
+                .view([2, 1]);
             let codes = select(
                 &logits,
                 Decoding::Sample {
@@ -188,7 +214,7 @@ mod tests {
                     top_k: 1,
                     top_p: 0.0,
                 },
-                &mut rng,
+                Some(&u),
             )
             .expect("select");
             assert_eq!(Vec::<i64>::try_from(codes).expect("vec"), vec![1, 2]);
@@ -201,6 +227,7 @@ mod tests {
         let logits = Tensor::from_slice(&[0.7f32.ln(), 0.2f32.ln(), 0.1f32.ln()]).view([1, 3]);
         let mut rng = SplitMix64::new(9);
         for _ in 0..20 {
+            let u = draw_uniforms(&mut rng, 1, 1, Device::Cpu).expect("draws");
             let codes = select(
                 &logits,
                 Decoding::Sample {
@@ -208,7 +235,7 @@ mod tests {
                     top_k: 0,
                     top_p: 0.5,
                 },
-                &mut rng,
+                Some(&u),
             )
             .expect("select");
             assert_eq!(codes.int64_value(&[0]), 0);
@@ -225,9 +252,12 @@ mod tests {
             top_k: 0,
             top_p: 0.0,
         };
-        let a = select(&logits, decoding, &mut SplitMix64::new(42)).expect("a");
-        let b = select(&logits, decoding, &mut SplitMix64::new(42)).expect("b");
+        let draws =
+            |seed| draw_uniforms(&mut SplitMix64::new(seed), 4000, 1, Device::Cpu).expect("draws");
+        let a = select(&logits, decoding, Some(&draws(42))).expect("a");
+        let b = select(&logits, decoding, Some(&draws(42))).expect("b");
         assert!(a.equal(&b));
+        assert!(!a.equal(&select(&logits, decoding, Some(&draws(43))).expect("c")));
         let counts = Vec::<i64>::try_from(a.bincount(None::<Tensor>, 3)).expect("counts");
         let freq: Vec<f64> = counts.iter().map(|&c| c as f64 / 4000.0).collect();
         for (f, p) in freq.iter().zip([0.5, 0.3, 0.2]) {

@@ -26,6 +26,10 @@ pub struct ModelArgs {
     /// Jobs generated together in one batched forward pass (WORKER_MAX_BATCH).
     #[arg(long)]
     pub max_batch: Option<usize>,
+    /// Run every decoding step eagerly instead of replaying a captured CUDA
+    /// graph (MODEL_CUDA_GRAPHS=false).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
 }
 
 impl ModelArgs {
@@ -38,6 +42,9 @@ impl ModelArgs {
         }
         if let Some(max_batch) = self.max_batch {
             settings.worker.max_batch = max_batch.max(1);
+        }
+        if self.no_cuda_graphs {
+            settings.models.cuda_graphs = false;
         }
     }
 }
@@ -67,9 +74,9 @@ pub fn load_generator(
     let variable = ModelSettings::variable_for(family);
     let device = device(models)?;
     let kind = parse_dtype(&models.dtype)?;
-    tracing::info!(%family, model, ?device, ?kind, "loading model");
+    tracing::info!(%family, model, ?device, ?kind, cuda_available = tch::Cuda::is_available(), "loading model");
     let cache_dir = &models.cache_model_dir;
-    let engine = MusicGenEngine::load(model, cache_dir, &hub_settings(models), device, kind).with_context(|| {
+    let mut engine = MusicGenEngine::load(model, cache_dir, &hub_settings(models), device, kind).with_context(|| {
         format!(
             "could not load the {family} model {model:?} ({variable}). Point {variable} at a local checkpoint \
              directory in the Hugging Face layout (config.json, model.safetensors, tokenizer.json) — for a quick \
@@ -78,5 +85,16 @@ pub fn load_generator(
             cache_dir.display()
         )
     })?;
+    engine.set_cuda_graphs(models.cuda_graphs);
+    let info = engine.info();
+    tracing::info!(
+        %family,
+        model,
+        device = %info.device,
+        gpu = info.gpu.as_deref().unwrap_or("-"),
+        dtype = %info.dtype,
+        step_mode = ?engine.step_mode(),
+        "model ready"
+    );
     Ok(Arc::new(engine))
 }

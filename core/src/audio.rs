@@ -2,8 +2,9 @@
 //! output goes through.
 //!
 //! Generation is synchronous and CPU/GPU bound: callers run it on a blocking
-//! thread. The engine reports each decoding step to a [`StepObserver`], which
-//! is how progress is published and how a canceled job stops at its next step.
+//! thread. The engine reports its decoding progress to a [`StepObserver`]
+//! every few steps, which is how progress is published and how a canceled
+//! job stops within those few steps.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,15 @@ pub struct ModelInfo {
     pub channels: u16,
     /// Audio frames (codec steps) per second: one decoding step each.
     pub frame_rate: f64,
+    /// Where the model runs, as the device setting spells it: `cpu`, `cuda:0`.
+    #[serde(default)]
+    pub device: String,
+    /// The GPU's name when `device` is a CUDA device (`NVIDIA H200`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// The decoder's precision: `f32`, `f16` or `bf16`.
+    #[serde(default)]
+    pub dtype: String,
 }
 
 /// Whether the engine should carry on after a step.
@@ -51,8 +61,9 @@ pub enum StepControl {
     Stop,
 }
 
-/// Told about every decoding step; answering [`StepControl::Stop`] ends the
-/// generation with [`GenerationError::Canceled`] and frees the device.
+/// Told about decoding progress every few steps (steps done so far, of
+/// `total`), and after the last one; answering [`StepControl::Stop`] ends
+/// the generation with [`GenerationError::Canceled`] and frees the device.
 pub trait StepObserver: Send {
     fn on_step(&mut self, done: usize, total: usize) -> StepControl;
 }

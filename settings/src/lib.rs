@@ -95,6 +95,8 @@ pub struct ModelSettings {
     pub device: String,
     /// `f32`, `f16` or `bf16`; checked where a model is loaded.
     pub dtype: String,
+    /// Replay decoding steps as CUDA graphs where the device allows.
+    pub cuda_graphs: bool,
     pub hub: HubSettings,
 }
 
@@ -593,6 +595,7 @@ impl Reader<'_> {
             cache_model_dir: PathBuf::from(self.string(&vars::CACHE_MODEL_DIR)),
             device: self.string(&vars::MODEL_DEVICE),
             dtype: self.string(&vars::MODEL_DTYPE),
+            cuda_graphs: self.flag(&vars::MODEL_CUDA_GRAPHS)?,
             hub: HubSettings {
                 endpoint: self.string(&vars::HF_ENDPOINT),
                 token: self.optional(&vars::HF_TOKEN).map(Secret::new),

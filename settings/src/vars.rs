@@ -135,6 +135,8 @@ vars! {
         "`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N` (`--device` overrides).";
     MODEL_DTYPE = "MODEL_DTYPE", Some("f32"), Models, false,
         "Decoder precision: `f32`, `f16` or `bf16` (`--dtype` overrides).";
+    MODEL_CUDA_GRAPHS = "MODEL_CUDA_GRAPHS", Some("true"), Models, false,
+        "CUDA: replay each decoding step as a captured CUDA graph; `false` runs every step eagerly (`--no-cuda-graphs`).";
     HF_ENDPOINT = "HF_ENDPOINT", Some("https://huggingface.co"), Models, false,
         "The Hugging Face hub to download from.";
     HF_TOKEN = "HF_TOKEN", None, Models, true,

@@ -61,6 +61,9 @@ impl AudioGenerator for ScriptedGenerator {
             sample_rate: 32_000,
             channels: 1,
             frame_rate: 50.0,
+            device: "cpu".into(),
+            gpu: None,
+            dtype: "f32".into(),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use sound_creator_audiocraft::generation::{Continue, GenerateOptions};
+use sound_creator_audiocraft::generation::{Continue, GenerateOptions, StepMode, PROGRESS_EVERY};
 use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_audiocraft::MusicGenEngine;
 use sound_creator_core::audio::{AudioGenerator, ClipRequest, StepControl, StepObserver};
@@ -26,6 +26,14 @@ fn engine(kind: Kind) -> MusicGenEngine {
         kind,
     )
     .expect("load fixture")
+}
+
+/// The engine with the decoding step CUDA graphs capture (device-side
+/// positions, windowed attention), run eagerly.
+fn device_indexed_engine() -> MusicGenEngine {
+    let mut engine = engine(Kind::Float);
+    engine.set_step_mode(StepMode::DeviceIndexed);
+    engine
 }
 
 fn reference() -> (HashMap<String, Tensor>, Vec<String>) {
@@ -93,17 +101,64 @@ fn greedy_guided_codes_match_transformers() {
         guidance_scale: 3.0,
         seed: None,
     };
-    let mut steps = 0;
+    let mut reports = Vec::new();
     let codes = engine(Kind::Float)
-        .generate_codes(&prompts, frames, &options, &mut |_, _| {
-            steps += 1;
+        .generate_codes(&prompts, frames, &options, &mut |done, total| {
+            reports.push((done, total));
             Continue::Yes
         })
         .expect("generate");
-    assert_eq!(steps, frames + 3);
+    let steps = (frames + 3) as usize;
+    let expected_reports: Vec<_> = (PROGRESS_EVERY..steps)
+        .step_by(PROGRESS_EVERY)
+        .chain([steps])
+        .map(|done| (done, steps))
+        .collect();
+    assert_eq!(reports, expected_reports);
     assert_eq!(codes.size(), expected.size());
     let mismatches = codes.ne_tensor(expected).sum(Kind::Int64).int64_value(&[]);
     assert_eq!(mismatches, 0, "ours {codes}\nreference {expected}");
+}
+
+#[test]
+fn the_graph_step_run_eagerly_gives_the_reference_greedy_codes_and_the_same_samples() {
+    // Device-side positions and windowed attention (masking the unwritten
+    // slots) must compute what the host-indexed step computes: the step a
+    // CUDA graph captures is this one.
+    let (reference, prompts) = reference();
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let expected = &reference["greedy_codes"];
+    let frames = expected.size()[2];
+    let greedy = GenerateOptions {
+        decoding: Decoding::Greedy,
+        guidance_scale: 3.0,
+        seed: None,
+    };
+    let indexed = device_indexed_engine();
+    let codes = indexed
+        .generate_codes(&prompts, frames, &greedy, &mut |_, _| Continue::Yes)
+        .expect("generate");
+    let mismatches = codes.ne_tensor(expected).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(mismatches, 0, "ours {codes}\nreference {expected}");
+
+    // Past one attention window, and sampled: the same draws, the same codes.
+    let sampled = GenerateOptions {
+        decoding: Decoding::Sample {
+            temperature: 1.0,
+            top_k: 20,
+            top_p: 0.0,
+        },
+        guidance_scale: 3.0,
+        seed: Some(5),
+    };
+    let frames = 140;
+    let host = engine(Kind::Float)
+        .generate_codes(&prompts, frames, &sampled, &mut |_, _| Continue::Yes)
+        .expect("host-indexed");
+    let device = indexed
+        .generate_codes(&prompts, frames, &sampled, &mut |_, _| Continue::Yes)
+        .expect("device-indexed");
+    assert!(host.equal(&device), "host {host}\ndevice {device}");
 }
 
 #[test]
@@ -133,11 +188,17 @@ fn greedy_codes_are_the_same_in_bf16_for_most_steps() {
 struct Counting {
     steps: usize,
     stop_after: Option<usize>,
+    last: Option<(usize, usize)>,
 }
 
 impl StepObserver for Counting {
     fn on_step(&mut self, done: usize, total: usize) -> StepControl {
         assert!(done <= total);
+        assert!(
+            self.last.is_none_or(|(d, _)| d < done),
+            "progress went back"
+        );
+        self.last = Some((done, total));
         self.steps += 1;
         match self.stop_after {
             Some(n) if self.steps >= n => StepControl::Stop,
@@ -168,9 +229,11 @@ fn engine_returns_audible_clips_of_the_requested_durations() {
     let mut observer = Counting {
         steps: 0,
         stop_after: None,
+        last: None,
     };
     let clips = engine.generate(&batch, &mut observer).expect("generate");
-    assert_eq!(observer.steps, 50 + 3);
+    assert_eq!(observer.steps, (50 + 3usize).div_ceil(PROGRESS_EVERY));
+    assert_eq!(observer.last, Some((53, 53)));
     assert_eq!(clips.len(), 2);
     for (clip, request) in clips.iter().zip(&batch) {
         assert_eq!(clip.sample_rate, 32_000);
@@ -207,6 +270,7 @@ fn the_same_seed_gives_the_same_clip() {
         &mut Counting {
             steps: 0,
             stop_after: None,
+            last: None,
         },
     );
     let b = engine.generate_with_codes(
@@ -214,6 +278,7 @@ fn the_same_seed_gives_the_same_clip() {
         &mut Counting {
             steps: 0,
             stop_after: None,
+            last: None,
         },
     );
     assert_eq!(a.expect("a")[0].codes, b.expect("b")[0].codes);
@@ -230,6 +295,7 @@ fn a_stop_from_the_observer_cancels_the_generation() {
     let mut observer = Counting {
         steps: 0,
         stop_after: Some(3),
+        last: None,
     };
     let err = engine
         .generate(&[request], &mut observer)
@@ -256,6 +322,7 @@ fn too_long_or_empty_durations_are_rejected() {
                 &mut Counting {
                     steps: 0,
                     stop_after: None,
+                    last: None,
                 },
             )
             .expect_err("rejected");

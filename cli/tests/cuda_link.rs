@@ -1,0 +1,43 @@
+//! `sound-creator` runs the models, so it must need `libtorch_cuda.so`
+//! whenever the libtorch it links has it: the linker's `--as-needed` would
+//! otherwise drop it, and CUDA would be invisible on a GPU machine (see
+//! `audiocraft/build.rs`). Read off the binary's dynamic section with
+//! `readelf -d`, so this runs on a CPU machine. The test uses no crate, so
+//! it links in a moment.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn sound_creator_needs_libtorch_cuda_when_the_linked_libtorch_has_it() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_sound-creator"));
+    let libtorch = Path::new(env!("SC_LIBTORCH_LIB"));
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(binary)
+        .output()
+        .expect("readelf (binutils) runs");
+    assert!(out.status.success(), "readelf -d {}", binary.display());
+    let needed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| line.split('[').nth(1)?.split(']').next().map(str::to_owned))
+        .collect();
+    assert!(
+        needed.iter().any(|l| l == "libtorch_cpu.so"),
+        "readelf found no libtorch in {needed:?}"
+    );
+    if libtorch.join("libtorch_cuda.so").exists() {
+        assert!(
+            needed.iter().any(|l| l == "libtorch_cuda.so"),
+            "{} links {} (which has libtorch_cuda.so) but does not need it: {needed:?}",
+            binary.display(),
+            libtorch.display()
+        );
+    } else {
+        eprintln!(
+            "{} has no libtorch_cuda.so; nothing to check",
+            libtorch.display()
+        );
+    }
+}
