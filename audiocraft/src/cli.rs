@@ -113,6 +113,7 @@ pub fn run_generate(
         prompt: args.prompt.clone(),
         duration: args.duration,
         params,
+        melody: None,
     };
     let started = std::time::Instant::now();
     let mut generated = engine

@@ -110,9 +110,15 @@ impl MusicGenEngine {
             sample_rate: cfg.audio_encoder.sampling_rate,
             channels: u16::try_from(cfg.audio_encoder.audio_channels).unwrap_or(1),
             frame_rate,
+            // No melody conditioning and no windowing yet: one window, as
+            // long as the decoder's positions allow (set below).
+            melody: false,
+            max_duration: None,
+            device: device_name(device),
+            dtype: dtype_name(kind).to_owned(),
         };
         tracing::info!(model, dir = %dir.display(), ?device, ?kind, "MusicGen loaded");
-        Ok(Self {
+        let mut engine = Self {
             loaded: Mutex::new(Loaded {
                 model: built,
                 tokenizer,
@@ -122,7 +128,9 @@ impl MusicGenEngine {
             cfg,
             device,
             kind,
-        })
+        };
+        engine.info.max_duration = Some(engine.max_duration());
+        Ok(engine)
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -153,6 +161,12 @@ impl MusicGenEngine {
         observer: &mut dyn StepObserver,
     ) -> Result<Vec<GeneratedClip>, GenerationError> {
         for request in batch {
+            if request.melody.is_some() && !self.info.melody {
+                return Err(GenerationError::Rejected(format!(
+                    "model {} does not condition on a melody",
+                    self.info.name
+                )));
+            }
             if !(request.duration.is_finite() && request.duration > 0.0) {
                 return Err(GenerationError::Rejected(format!(
                     "duration {} is not a positive number",
@@ -283,6 +297,25 @@ impl MusicGenEngine {
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, GenerationError> {
         let loaded = self.lock()?;
         loaded.model.decode_audio(codes).map_err(engine_error)
+    }
+}
+
+/// `cpu`, `cuda:0`, ...: how `ModelInfo::device` names a device.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_owned(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".to_owned(),
+        Device::Vulkan => "vulkan".to_owned(),
+    }
+}
+
+/// `f32`, `f16`, `bf16`: the decoder's precision, as `MODEL_DTYPE` spells it.
+fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Half => "f16",
+        Kind::BFloat16 => "bf16",
+        _ => "f32",
     }
 }
 
