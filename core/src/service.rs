@@ -111,13 +111,17 @@ impl TaskService {
         let model = self.resolve_model(&request)?;
         if let Some(model) = model {
             self.check_duration(&request, model)?;
-            if let Some(melody) = &request.melody {
-                self.check_melody_model(model)?;
-                self.check_melody_upload(tenant, melody).await?;
-            }
-            request.model = Some(model.id.clone());
-        } else if let Some(melody) = &request.melody {
+        }
+        // The upload first: a reference that is not the client's (404) or
+        // not there (422) is wrong whatever the model.
+        if let Some(melody) = &request.melody {
             self.check_melody_upload(tenant, melody).await?;
+            if let Some(model) = model {
+                self.check_melody_model(model)?;
+            }
+        }
+        if let Some(model) = model {
+            request.model = Some(model.id.clone());
         }
         if let Some(max) = self.settings.max_queued_jobs {
             let depth = self.ports.queue.depth(QueueName::Jobs(family)).await?;
