@@ -240,7 +240,7 @@ async fn a_job_for_a_model_this_worker_does_not_load_fails_generation_rejected()
     // The API knows "other"; this worker was started without it.
     let h = Harness::new(&[small.clone(), other]).await;
     let id = h.submit(music(json!({"model": "other"}))).await;
-    h.run_all(&h.worker(&[small.clone()])).await;
+    h.run_all(&h.worker(std::slice::from_ref(&small))).await;
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Failed);
     let error = task.error.unwrap();
@@ -252,7 +252,7 @@ async fn a_job_for_a_model_this_worker_does_not_load_fails_generation_rejected()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_melody_upload_reaches_the_engine_as_32_khz_mono() {
     let melody = Recorder::new("melody", true, 1, 0.1);
-    let h = Harness::new(&[melody.clone()]).await;
+    let h = Harness::new(std::slice::from_ref(&melody)).await;
     // 0.5 s of 44.1 kHz stereo FLAC.
     let upload = h.upload("audio/flac", fixture("a4-44k-stereo.flac")).await;
     let with = h
@@ -261,7 +261,7 @@ async fn a_melody_upload_reaches_the_engine_as_32_khz_mono() {
         ))
         .await;
     let without = h.submit(music(json!({}))).await;
-    h.run_all(&h.worker(&[melody.clone()])).await;
+    h.run_all(&h.worker(std::slice::from_ref(&melody))).await;
     assert_eq!(h.task(&with).await.status, TaskStatus::Succeeded);
     assert_eq!(h.task(&without).await.status, TaskStatus::Succeeded);
 
@@ -288,7 +288,7 @@ async fn a_melody_upload_reaches_the_engine_as_32_khz_mono() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_melody_that_will_not_decode_fails_the_task_invalid_melody() {
     let melody = Recorder::new("melody", true, 1, 0.1);
-    let h = Harness::new(&[melody.clone()]).await;
+    let h = Harness::new(std::slice::from_ref(&melody)).await;
     let upload = h
         .upload(
             "audio/mpeg",
@@ -298,7 +298,7 @@ async fn a_melody_that_will_not_decode_fails_the_task_invalid_melody() {
     let id = h
         .submit(music(json!({"melody": {"upload_id": upload}})))
         .await;
-    h.run_all(&h.worker(&[melody.clone()])).await;
+    h.run_all(&h.worker(std::slice::from_ref(&melody))).await;
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Failed, "{task:?}");
     let error = task.error.unwrap();
@@ -317,7 +317,7 @@ async fn a_melody_job_for_a_model_without_melody_fails_generation_rejected() {
     // The API let it through (it could not know the model's capabilities);
     // the worker, which has loaded the model, refuses it.
     let plain = Recorder::new("local-dir", false, 1, 0.1);
-    let h = Harness::new(&[plain.clone()]).await;
+    let h = Harness::new(std::slice::from_ref(&plain)).await;
     let mut settings = (*h.settings).clone();
     settings.models = DeployedModels::new(vec![DeployedModel::configured(
         ModelFamily::Music,
@@ -334,7 +334,7 @@ async fn a_melody_job_for_a_model_without_melody_fails_generation_rejected() {
         panic!("created")
     };
     let id = TaskId::parse(&doc.task_id).unwrap();
-    h.run_all(&h.worker(&[plain.clone()])).await;
+    h.run_all(&h.worker(std::slice::from_ref(&plain))).await;
     let task = h.task(&id).await;
     assert_eq!(
         task.error.map(|e| e.code),
@@ -346,7 +346,7 @@ async fn a_melody_job_for_a_model_without_melody_fails_generation_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stored_file_is_in_the_jobs_format_and_described_as_stored() {
     let stereo = Recorder::new("stereo", false, 2, 0.5);
-    let h = Harness::new(&[stereo.clone()]).await;
+    let h = Harness::new(std::slice::from_ref(&stereo)).await;
     let mut ids = Vec::new();
     for (format, normalization) in [
         ("wav", "none"),
@@ -357,7 +357,7 @@ async fn the_stored_file_is_in_the_jobs_format_and_described_as_stored() {
         let body = music(json!({"format": format, "normalization": normalization}));
         ids.push((format, h.submit(body).await));
     }
-    h.run_all(&h.worker(&[stereo.clone()])).await;
+    h.run_all(&h.worker(std::slice::from_ref(&stereo))).await;
     for (format, id) in ids {
         let task = h.task(&id).await;
         assert_eq!(task.status, TaskStatus::Succeeded, "{format}: {task:?}");
