@@ -61,11 +61,12 @@ impl ClipRequest {
 ///
 /// The engine makes MusicGen-melody's conditioning from it with the audio
 /// crate, as transformers does: for a clip that fits one window,
-/// `fit_chroma_length(&melody_chroma(&samples[..30 s]), chroma_length)`
-/// (n_fft 16384, hop 4096, 12 bins, argmax one-hot, 235 frames for 30 s,
-/// tiled when the melody is shorter); for window `k` of a longer clip,
-/// starting `offset` seconds into it, the chroma of
-/// `melody_window(&samples, offset * 32000, 30 s * 32000)` (audiocraft's
+/// `fit_chroma_length(&melody_chroma(&samples), chroma_length)` (n_fft
+/// 16384, hop 4096, 12 bins, argmax one-hot; `chroma_length` from the
+/// checkpoint's config, 235 frames for 30 s; tiled when the melody is
+/// shorter, cut when longer); for a window of a longer clip that starts
+/// `offset` seconds into it, the same of
+/// `melody_window(&samples, offset * 32000, 30 * 32000)` (audiocraft's
 /// `_generate_tokens`: the melody follows the clip's time line and wraps
 /// around when it is shorter).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
