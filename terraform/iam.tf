@@ -97,6 +97,14 @@ data "aws_iam_policy_document" "api_lambda" {
     resources = ["${aws_s3_bucket.audio.arn}/tasks/*"]
   }
 
+  # POST /v1/uploads presigns the client's PUT (a presigned URL carries the
+  # signer's permissions); a task naming the upload HEADs it.
+  statement {
+    sid       = "PresignUploads"
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = ["${aws_s3_bucket.audio.arn}/uploads/*"]
+  }
+
   statement {
     sid       = "PingBucket"
     actions   = ["s3:ListBucket"]
@@ -216,6 +224,13 @@ data "aws_iam_policy_document" "worker_task" {
     sid       = "Audio"
     actions   = ["s3:PutObject", "s3:GetObject"]
     resources = ["${aws_s3_bucket.audio.arn}/tasks/*"]
+  }
+
+  # A melody-conditioned job reads the client's upload.
+  statement {
+    sid       = "ReadMelodies"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.audio.arn}/uploads/*"]
   }
 
   statement {

@@ -77,6 +77,7 @@ locals {
     DEPLOYED_TYPES         = join(",", keys(var.worker_families))
     CALLBACK_ALLOWED_HOSTS = join(",", var.callback_allowed_hosts)
     MUSIC_GEN_MODEL        = var.music_gen_model
+    MUSIC_GEN_MODELS       = join(",", var.music_gen_models)
     AUDIO_GEN_MODEL        = var.audio_gen_model
     RUST_LOG               = var.log_level
   }

@@ -60,6 +60,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "audio" {
   }
 
   rule {
+    id     = "expire-uploads"
+    status = "Enabled"
+
+    # `upload_key`: uploads/<upload_id>, usable by tasks for RESULT_TTL.
+    filter {
+      prefix = "uploads/"
+    }
+
+    expiration {
+      days = local.audio_expiration_days
+    }
+  }
+
+  rule {
     id     = "abort-incomplete-uploads"
     status = "Enabled"
 

@@ -159,6 +159,12 @@ variable "music_gen_model" {
   default     = "facebook/musicgen-small"
 }
 
+variable "music_gen_models" {
+  description = "MUSIC_GEN_MODELS: more MusicGen models served beside music_gen_model (a request picks one with `model`); every music worker loads them all."
+  type        = list(string)
+  default     = []
+}
+
 variable "audio_gen_model" {
   description = "AUDIO_GEN_MODEL."
   type        = string

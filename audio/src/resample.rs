@@ -11,8 +11,9 @@ use rubato::{Fft, FixedSync, Resampler};
 
 use crate::{AudioError, Clip};
 
-/// The rate MusicGen-melody's chroma extractor works at.
-pub const MELODY_SAMPLE_RATE: u32 = 32_000;
+/// The rate MusicGen-melody's chroma extractor works at (declared with the
+/// generator port, whose melody input is at this rate).
+pub use sound_creator_core::audio::MELODY_SAMPLE_RATE;
 
 /// Frames per chunk the resampler works on; its FFT sizes follow from this
 /// and the two rates.

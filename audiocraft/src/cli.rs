@@ -118,6 +118,7 @@ pub fn run_generate(
         prompt: args.prompt.clone(),
         duration: args.duration,
         params,
+        melody: None,
     };
     let started = std::time::Instant::now();
     let mut generated = engine

@@ -118,6 +118,10 @@ impl MusicGenEngine {
             sample_rate: cfg.audio_encoder.sampling_rate,
             channels: u16::try_from(cfg.audio_encoder.audio_channels).unwrap_or(1),
             frame_rate,
+            // No melody conditioning and no windowing yet: one window, as
+            // long as the decoder's positions allow (set below).
+            melody: false,
+            max_duration: None,
             device: device_label(device),
             gpu: gpu.clone(),
             dtype: dtype_label(kind).to_owned(),
@@ -131,7 +135,7 @@ impl MusicGenEngine {
             step_mode = ?built.step_mode(),
             "MusicGen loaded"
         );
-        Ok(Self {
+        let mut engine = Self {
             loaded: Mutex::new(Loaded {
                 model: built,
                 tokenizer,
@@ -141,7 +145,9 @@ impl MusicGenEngine {
             cfg,
             device,
             kind,
-        })
+        };
+        engine.info.max_duration = Some(engine.max_duration());
+        Ok(engine)
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -190,6 +196,12 @@ impl MusicGenEngine {
         observer: &mut dyn StepObserver,
     ) -> Result<Vec<GeneratedClip>, GenerationError> {
         for request in batch {
+            if request.melody.is_some() && !self.info.melody {
+                return Err(GenerationError::Rejected(format!(
+                    "model {} does not condition on a melody",
+                    self.info.name
+                )));
+            }
             if !(request.duration.is_finite() && request.duration > 0.0) {
                 return Err(GenerationError::Rejected(format!(
                     "duration {} is not a positive number",

@@ -34,6 +34,8 @@ impl AudioGenerator for Silence {
             sample_rate: SAMPLE_RATE,
             channels: 1,
             frame_rate: 50.0,
+            melody: false,
+            max_duration: None,
             device: "cpu".to_owned(),
             gpu: None,
             dtype: "none".to_owned(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sound_creator_aws::AwsBackends;
-use sound_creator_core::ports::{CallbackSender, Ports, SignedDownloads};
+use sound_creator_core::ports::{CallbackSender, Ports, SignedDownloads, SignedUploads};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
 use sound_creator_settings::{BackendKind, Settings};
 use sound_creator_webhook::HttpCallbackSender;
@@ -17,6 +17,8 @@ pub struct Backends {
     pub ports: Ports,
     /// Set in the embedded mode, where the API serves the download links.
     pub downloads: Option<Arc<dyn SignedDownloads>>,
+    /// Set in the embedded mode, where the API takes the upload PUTs.
+    pub uploads: Option<Arc<dyn SignedUploads>>,
     pub visibility_timeout: Duration,
     pub label: &'static str,
 }
@@ -44,9 +46,11 @@ pub async fn connect(settings: &Settings, public_base_url: &str) -> anyhow::Resu
                     format!("cannot open the embedded store in {}", data_dir.display())
                 })?;
             let downloads: Arc<dyn SignedDownloads> = store.blobs();
+            let uploads: Arc<dyn SignedUploads> = store.blobs();
             Ok(Backends {
                 ports: store.ports(callbacks),
                 downloads: Some(downloads),
+                uploads: Some(uploads),
                 visibility_timeout,
                 label: "embedded",
             })
@@ -58,6 +62,7 @@ pub async fn connect(settings: &Settings, public_base_url: &str) -> anyhow::Resu
             Ok(Backends {
                 ports: backends.into_ports(callbacks),
                 downloads: None,
+                uploads: None,
                 visibility_timeout: settings.aws.sqs_visibility_timeout,
                 label: "aws",
             })

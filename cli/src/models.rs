@@ -66,11 +66,24 @@ pub fn hub_settings(models: &ModelSettings) -> HubSettings {
     }
 }
 
-pub fn load_generator(
+/// Every model of `family` (`MUSIC_GEN_MODEL` and `MUSIC_GEN_MODELS`, or
+/// the AudioGen pair), the default first.
+pub fn load_generators(
     family: ModelFamily,
     models: &ModelSettings,
+) -> anyhow::Result<Vec<Arc<dyn AudioGenerator>>> {
+    models
+        .models_for(family)
+        .into_iter()
+        .map(|model| load_model(family, model, models))
+        .collect()
+}
+
+fn load_model(
+    family: ModelFamily,
+    model: &str,
+    models: &ModelSettings,
 ) -> anyhow::Result<Arc<dyn AudioGenerator>> {
-    let model = models.model_for(family);
     let variable = ModelSettings::variable_for(family);
     let device = device(models)?;
     let kind = parse_dtype(&models.dtype)?;

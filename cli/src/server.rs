@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sound_creator_aws::task_protection::EcsTaskProtection;
 use sound_creator_core::audio::AudioGenerator;
+use sound_creator_core::models::{DeployedModel, DeployedModels};
 use sound_creator_core::service::TaskService;
 use sound_creator_core::task::ModelFamily;
 use sound_creator_functions::api::{app, AppState};
@@ -16,7 +17,7 @@ use sound_creator_worker::{CompletionLoop, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends;
-use crate::models::load_generator;
+use crate::models::load_generators;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parts {
@@ -100,22 +101,55 @@ pub async fn serve(settings: Settings, parts: Parts) -> anyhow::Result<()> {
     if parts == Parts::All {
         for family in settings.service.deployed.iter().copied() {
             let models = settings.models.clone();
-            let generator =
-                tokio::task::spawn_blocking(move || load_generator(family, &models)).await??;
-            generators.push((family, generator));
+            let loaded =
+                tokio::task::spawn_blocking(move || load_generators(family, &models)).await??;
+            generators.extend(loaded.into_iter().map(|g| (family, g)));
         }
     }
     serve_with(settings, parts, generators).await
 }
 
-/// Serves the API and, for `Parts::All`, a worker per given generator and the
+/// The deployment's models as `GET /v1/models` and the submit-time checks
+/// see them: for each family with loaded generators, those generators' own
+/// description (the first of a family is its default); the settings' view
+/// for the others.
+fn describe_models(
+    configured: &DeployedModels,
+    generators: &[(ModelFamily, Arc<dyn AudioGenerator>)],
+) -> DeployedModels {
+    let mut models: Vec<DeployedModel> = Vec::new();
+    for family in ModelFamily::ALL {
+        let loaded: Vec<_> = generators.iter().filter(|(f, _)| *f == family).collect();
+        if loaded.is_empty() {
+            models.extend(
+                configured
+                    .all()
+                    .iter()
+                    .filter(|m| m.family == family)
+                    .cloned(),
+            );
+        } else {
+            models.extend(
+                loaded
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, g))| DeployedModel::loaded(family, i == 0, &g.info())),
+            );
+        }
+    }
+    DeployedModels::new(models)
+}
+
+/// Serves the API and, for `Parts::All`, a worker per family of the given
+/// generators (the first of a family is its default model) and the
 /// completion loop, until Ctrl-C or SIGTERM. `serve` calls it with the
 /// loaded models; the pipeline benchmark's harness with a no-op generator.
 pub async fn serve_with(
-    settings: Settings,
+    mut settings: Settings,
     parts: Parts,
     generators: Vec<(ModelFamily, Arc<dyn AudioGenerator>)>,
 ) -> anyhow::Result<()> {
+    settings.service.models = describe_models(&settings.service.models, &generators);
     let api = &settings.api;
     let listener = tokio::net::TcpListener::bind((api.bind_host.as_str(), api.port))
         .await
@@ -130,7 +164,14 @@ pub async fn serve_with(
 
     let shutdown = shutdown_on_signal();
     let mut loops = tokio::task::JoinSet::new();
-    for (family, generator) in generators {
+    for family in ModelFamily::ALL {
+        let mut models = generators
+            .iter()
+            .filter(|(f, _)| *f == family)
+            .map(|(_, g)| g.clone());
+        let Some(default) = models.next() else {
+            continue;
+        };
         let config = WorkerConfig::new(
             family,
             settings.worker.max_batch,
@@ -140,9 +181,10 @@ pub async fn serve_with(
         let worker = Worker::new(
             backends.ports.clone(),
             service_settings.clone(),
-            generator,
+            default,
             config,
-        );
+        )
+        .with_more_models(models.collect());
         let stop = shutdown.clone();
         loops.spawn(async move { worker.run(stop.cancelled_owned()).await });
     }
@@ -156,11 +198,15 @@ pub async fn serve_with(
     }
 
     let service = Arc::new(TaskService::new(backends.ports.clone(), service_settings));
-    let router = app(AppState::new(
+    let mut state = AppState::new(
         service,
         Arc::new(settings.api.clone()),
         backends.downloads.clone(),
-    ));
+    );
+    if let Some(uploads) = backends.uploads.clone() {
+        state = state.with_signed_uploads(uploads);
+    }
+    let router = app(state);
     // The first line on stdout says where to reach the service (tests and
     // scripts read it to learn the port when --port 0 was given).
     println!(
@@ -180,7 +226,9 @@ pub async fn serve_with(
 pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<()> {
     spawn_liveness(&settings);
     let models = settings.models.clone();
-    let generator = tokio::task::spawn_blocking(move || load_generator(family, &models)).await??;
+    let mut generators =
+        tokio::task::spawn_blocking(move || load_generators(family, &models)).await??;
+    let generator = generators.remove(0);
     let backends = backends::connect(&settings, "http://127.0.0.1").await?;
     let config = WorkerConfig::new(
         family,
@@ -194,7 +242,8 @@ pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<(
         Arc::new(settings.service),
         generator,
         config,
-    );
+    )
+    .with_more_models(generators);
     if let Some(protection) = &settings.worker.task_protection {
         tracing::info!(
             minutes = protection.expires_in_minutes,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::{
-    music, require_aws_env, run_to_end, tiny_model, unique_aws_names, App, CallbackReceiver,
-    FakeEcsAgent, Process, TOKEN,
+    music, repo_root, require_aws_env, run_to_end, tiny_model, unique_aws_names, App,
+    CallbackReceiver, FakeEcsAgent, Process, OTHER_TOKEN, TOKEN,
 };
 use serde_json::{json, Value};
 use sound_creator_core::audio::decode_wav;
@@ -408,4 +408,154 @@ async fn a_sigterm_mid_job_hands_the_job_back_and_a_new_worker_completes_it_once
         .map(|c| c.webhook_id.clone())
         .collect();
     assert_eq!(ids, vec![format!("msg_{id}")], "one callback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_go_to_s3_through_a_presigned_put_and_the_api_learns_models_from_settings_and_the_catalog(
+) {
+    // The API alone, as in Lambda: it loads no model, so it describes the
+    // deployed ones from the settings and the catalog of published
+    // checkpoints (the tiny directory is not in it).
+    let deployment = Deployment::new(
+        "up",
+        &[
+            ("MUSIC_GEN_MODELS", "facebook/musicgen-melody"),
+            ("API_KEYS", &format!("acme:{OTHER_TOKEN}")),
+        ],
+    );
+    let app = deployment.api();
+    let tiny = tiny_model().display().to_string();
+
+    let (status, _, doc) = app.get("/v1/models", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(
+        doc,
+        json!({"models": [
+            {"family": "music", "id": tiny, "default": true, "sample_rate": null, "channels": null,
+             "melody": null, "max_duration": 30.0, "formats": ["wav", "flac", "mp3", "ogg"],
+             "device": "cpu", "dtype": "f32"},
+            {"family": "music", "id": "facebook/musicgen-melody", "default": false, "sample_rate": 32000,
+             "channels": 1, "melody": true, "max_duration": 30.0,
+             "formats": ["wav", "flac", "mp3", "ogg"], "device": "cpu", "dtype": "f32"}
+        ]})
+    );
+
+    // The upload link is a presigned S3 PUT on the emulator.
+    let flac =
+        std::fs::read(repo_root().join("tests/fixtures/uploads/a4-44k-stereo.flac")).unwrap();
+    let (status, _, upload) = app
+        .post(
+            "/v1/uploads",
+            Some(TOKEN),
+            &json!({"content_type": "audio/flac", "bytes": flac.len()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{upload}");
+    let url = upload["url"].as_str().unwrap();
+    let upload_id = upload["upload_id"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&deployment.var("AWS_ENDPOINT_URL")) || url.contains("127.0.0.1"),
+        "{url}"
+    );
+    assert!(
+        url.contains(&deployment.var("S3_BUCKET")) && url.contains("X-Amz-Signature"),
+        "{url}"
+    );
+    assert!(url.contains(&format!("uploads/{upload_id}")), "{url}");
+
+    let melody_task = |upload_id: &str, model: &str| {
+        let mut body = task_body("aws-up", "follow it", 0.5);
+        body["model"] = json!(model);
+        body["melody"] = json!({"upload_id": upload_id});
+        body
+    };
+    // Not PUT yet: S3 has no such object.
+    let (status, _, err) = app
+        .post(
+            "/v1/call",
+            Some(TOKEN),
+            &melody_task(&upload_id, "facebook/musicgen-melody"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["code"], "upload_missing");
+
+    let mut put = app.client.put(url).body(flac);
+    for (name, value) in upload["headers"].as_object().unwrap() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let response = put.send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // Another client key's upload is not found; this key's now works.
+    let (status, _, err) = app
+        .post(
+            "/v1/call",
+            Some(OTHER_TOKEN),
+            &melody_task(&upload_id, "facebook/musicgen-melody"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err["error"]["code"], "upload_not_found");
+    let mut body = melody_task(&upload_id, "facebook/musicgen-melody");
+    body["format"] = json!("ogg");
+    let id = app.submit(&body).await;
+
+    // The job on SQS is a version 2 message naming the model and melody,
+    // as the task record in DynamoDB does.
+    let aws = sound_creator_settings::Settings::from_lookup(|name| {
+        deployment
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    })
+    .unwrap()
+    .aws;
+    let backends = sound_creator_aws::AwsBackends::connect(&aws).await.unwrap();
+    let task = backends
+        .tasks
+        .get(&sound_creator_core::task::TaskId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        task.request.model.as_deref(),
+        Some("facebook/musicgen-melody")
+    );
+    assert!(backends
+        .uploads
+        .get(&sound_creator_core::upload::UploadId::parse(&upload_id).unwrap())
+        .await
+        .unwrap()
+        .is_some_and(|u| u.tenant.as_str() == "marketplace"));
+    let queue =
+        sound_creator_core::ports::QueueName::Jobs(sound_creator_core::task::ModelFamily::Music);
+    let deliveries = backends
+        .queue
+        .receive(queue, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert!(
+        deliveries[0].body.starts_with("{\"v\":2,"),
+        "{}",
+        deliveries[0].body
+    );
+    let job: sound_creator_core::messages::Job =
+        sound_creator_core::messages::decode(&deliveries[0].body).unwrap();
+    assert_eq!(job.model.as_deref(), Some("facebook/musicgen-melody"));
+    assert_eq!(
+        job.melody.map(|m| m.upload_id.to_string()),
+        Some(upload_id.clone())
+    );
+    assert_eq!(job.format.as_str(), "ogg");
+
+    // The default model's capabilities are not known to this API (a local
+    // directory): it lets the melody through, and the worker decides.
+    let (status, _, doc) = app
+        .post("/v1/call", Some(TOKEN), &melody_task(&upload_id, &tiny))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
 }

@@ -162,7 +162,7 @@ async fn each_contract_error_has_its_status_and_code() {
         "model_not_deployed",
     );
     let mut body = music("x", 1.0);
-    body["format"] = json!("mp3");
+    body["format"] = json!("aiff");
     let (status, _, doc) = app.post("/v1/call", Some(TOKEN), &body).await;
     assert_error(
         status,

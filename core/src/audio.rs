@@ -1,22 +1,87 @@
-//! The generator port and the audio it returns, plus the WAV encoding every
-//! output goes through.
+//! The generator port and the audio it returns, plus the 16-bit WAV
+//! encoding the one-clip CLI writes (the service encodes through
+//! `sound-creator-audio`, whose WAV is these same bytes).
 //!
 //! Generation is synchronous and CPU/GPU bound: callers run it on a blocking
 //! thread. The engine reports its decoding progress to a [`StepObserver`]
 //! every few steps, which is how progress is published and how a canceled
 //! job stops within those few steps.
+//!
+//! What an engine receives and must honour is written here, on
+//! [`ClipRequest`], [`MelodyInput`] and [`ModelInfo`]: the worker decodes
+//! uploads, normalizes and encodes; the engine only generates.
 
 use serde::{Deserialize, Serialize};
 
 use crate::request::GenerationParams;
 
+/// The rate of [`MelodyInput::samples`]: MusicGen-melody's chroma is
+/// computed on 32 kHz audio.
+pub const MELODY_SAMPLE_RATE: u32 = 32_000;
+
 /// One clip to generate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipRequest {
     pub prompt: String,
-    /// Seconds.
+    /// Seconds. May exceed the model's window (30 s for MusicGen) when
+    /// [`ModelInfo::max_duration`] allows it: the engine then generates
+    /// window by window (audiocraft's `extend_stride`), and reports the
+    /// steps of all windows to the observer as one count.
     pub duration: f64,
     pub params: GenerationParams,
+    /// The melody to condition on, or `None`.
+    ///
+    /// A generator whose [`ModelInfo::melody`] is false must answer
+    /// [`GenerationError::Rejected`] for a batch holding any request with a
+    /// melody (the worker refuses such jobs before calling it, but the
+    /// engine must not silently ignore one). A melody model given `None`
+    /// conditions on "no melody" the way transformers'
+    /// `MusicgenMelodyForConditionalGeneration.generate` does when it gets no
+    /// `input_features`. One batch may mix requests with and without a
+    /// melody.
+    #[serde(default)]
+    pub melody: Option<MelodyInput>,
+}
+
+impl ClipRequest {
+    /// A request without a melody.
+    pub fn new(prompt: impl Into<String>, duration: f64, params: GenerationParams) -> Self {
+        Self {
+            prompt: prompt.into(),
+            duration,
+            params,
+            melody: None,
+        }
+    }
+}
+
+/// An uploaded melody, as the worker hands it to the engine: the whole
+/// upload (up to the decoder's limit of 300 s), decoded, averaged to mono
+/// and resampled to [`MELODY_SAMPLE_RATE`] by
+/// `sound_creator_audio::melody_input`. Never empty.
+///
+/// The engine makes MusicGen-melody's conditioning from it with the audio
+/// crate, as transformers does: for a clip that fits one window,
+/// `fit_chroma_length(&melody_chroma(&samples), chroma_length)` (n_fft
+/// 16384, hop 4096, 12 bins, argmax one-hot; `chroma_length` from the
+/// checkpoint's config, 235 frames for 30 s; tiled when the melody is
+/// shorter, cut when longer); for a window of a longer clip that starts
+/// `offset` seconds into it, the same of
+/// `melody_window(&samples, offset * 32000, 30 * 32000)` (audiocraft's
+/// `_generate_tokens`: the melody follows the clip's time line and wraps
+/// around when it is shorter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelodyInput {
+    /// Mono, nominally in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Always [`MELODY_SAMPLE_RATE`].
+    pub sample_rate: u32,
+}
+
+impl MelodyInput {
+    pub fn duration_seconds(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(self.sample_rate.max(1))
+    }
 }
 
 /// Generated audio: `channels` interleaved channels of samples in [-1, 1].
@@ -34,15 +99,30 @@ impl Clip {
     }
 }
 
-/// What a loaded model is, for logs, health and validation.
+/// What a loaded model is and can do: for logs, `GET /v1/models`, and the
+/// checks made at submit time (`model`, `melody`, `duration`) and by the
+/// worker before it hands a job to the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
-    /// Hub id or directory it was loaded from.
+    /// Hub id or directory it was loaded from, exactly as the setting
+    /// (`MUSIC_GEN_MODEL`, `MUSIC_GEN_MODELS`, ...) names it: the id a
+    /// request's `model` gives and a job carries.
     pub name: String,
+    /// Of the clips it returns.
     pub sample_rate: u32,
+    /// Of the clips it returns: 2 for the stereo checkpoints.
     pub channels: u16,
     /// Audio frames (codec steps) per second: one decoding step each.
     pub frame_rate: f64,
+    /// Whether requests may carry a [`ClipRequest::melody`]
+    /// (`facebook/musicgen-melody`, `-melody-large`, `-stereo-melody*`).
+    #[serde(default)]
+    pub melody: bool,
+    /// The longest clip, in seconds, it makes; `None` when it has no limit
+    /// of its own (longer clips are generated window by window), leaving
+    /// `MAX_DURATION` the only cap.
+    #[serde(default)]
+    pub max_duration: Option<f64>,
     /// Where the model runs, as the device setting spells it: `cpu`, `cuda:0`.
     #[serde(default)]
     pub device: String,

@@ -91,6 +91,8 @@ error_codes! {
     InvalidIdempotencyKey = "invalid_idempotency_key", Some(400);
     /// The request line or headers cannot be read.
     BadRequest = "bad_request", Some(400);
+    /// An upload's PUT body is shorter than the `bytes` it declared.
+    UploadSizeMismatch = "upload_size_mismatch", Some(400);
     /// No valid `Authorization: Bearer <token>`.
     Unauthorized = "unauthorized", Some(401);
     /// A download link's signature does not match.
@@ -99,6 +101,9 @@ error_codes! {
     LinkExpired = "link_expired", Some(403);
     /// No such task for this client key.
     TaskNotFound = "task_not_found", Some(404);
+    /// No such upload for this client key (unknown, another key's, or past
+    /// RESULT_TTL).
+    UploadNotFound = "upload_not_found", Some(404);
     /// The task's result is past RESULT_TTL.
     ExpiredResult = "expired_result", Some(404);
     /// No such route or file.
@@ -111,14 +116,26 @@ error_codes! {
     IdempotencyKeyReused = "idempotency_key_reused", Some(409);
     /// The body is over MAX_BODY_BYTES.
     BodyTooLarge = "body_too_large", Some(413);
+    /// An upload declared over MAX_UPLOAD_BYTES, or a PUT longer than it
+    /// declared.
+    UploadTooLarge = "upload_too_large", Some(413);
     /// The URI is too long.
     UriTooLong = "uri_too_long", Some(414);
     /// The body is not declared as JSON.
     UnsupportedMediaType = "unsupported_media_type", Some(415);
-    /// The model family is not deployed here.
+    /// An upload's PUT carries another Content-Type than the one declared.
+    UploadTypeMismatch = "upload_type_mismatch", Some(415);
+    /// The model family, or the `model` named, is not deployed here.
     ModelNotDeployed = "model_not_deployed", Some(422);
     /// The output format is not one this deployment produces.
     UnsupportedFormat = "unsupported_format", Some(422);
+    /// An upload's content type is not one of audio/wav, audio/flac,
+    /// audio/mpeg, audio/ogg.
+    UnsupportedUploadType = "unsupported_upload_type", Some(422);
+    /// The task names an upload whose bytes were never PUT.
+    UploadMissing = "upload_missing", Some(422);
+    /// A `melody` for a model (or a type) that does not condition on one.
+    MelodyNotSupported = "melody_not_supported", Some(422);
     /// Too many requests for this client key (see Retry-After).
     RateLimited = "rate_limited", Some(429);
     /// The family's queue is full (see Retry-After).
@@ -137,6 +154,8 @@ error_codes! {
     EngineError = "engine_error", None;
     /// The model cannot serve this request (e.g. too long for it).
     GenerationRejected = "generation_rejected", None;
+    /// The melody upload is not audio that can be decoded.
+    InvalidMelody = "invalid_melody", None;
     /// The job reached another model family's queue.
     WrongQueue = "wrong_queue", None;
     /// The job was started too many times without finishing.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::final_watch::FinalWatch;
 use crate::task::{ModelFamily, Task, TaskId, TaskStatus, Tenant};
+use crate::upload::{Upload, UploadId};
 
 /// Which outside system an error came from; also the names `/health` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -204,6 +205,26 @@ pub trait TaskStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------
+// Upload records
+
+/// What `UploadStore::insert` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadInserted {
+    Created,
+    /// An upload with this id exists already (a retried insert).
+    Exists,
+}
+
+/// The records of `POST /v1/uploads` (DynamoDB in AWS, beside the tasks;
+/// SQLite embedded). Written once and never changed; a record past its
+/// `retain_until` may be dropped by the store (DynamoDB's TTL).
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    async fn insert(&self, upload: &Upload) -> PortResult<UploadInserted>;
+    async fn get(&self, id: &UploadId) -> PortResult<Option<Upload>>;
+}
+
+// ---------------------------------------------------------------------------
 // Result cache
 
 /// Temporary results with expiry (Redis in AWS, as the seed keeps them):
@@ -328,13 +349,37 @@ pub struct PresignedUrl {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A signed link a client PUTs one object to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUpload {
+    pub url: String,
+    /// Headers the PUT must carry (`Content-Type` among them); the client's
+    /// HTTP library adds `Content-Length` itself.
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Where audio files live (S3 in AWS, a directory embedded). Downloads go
-/// straight from the store through short-lived presigned URLs.
+/// straight from the store through short-lived presigned URLs, and so do
+/// uploads, through presigned PUTs.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Idempotent: writing the same key twice leaves one object.
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> PortResult<()>;
+    /// The object's bytes, or `None` if there is none.
+    async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>>;
+    /// The object's size, or `None` if there is none (a HEAD: no bytes move).
+    async fn size(&self, key: &str) -> PortResult<Option<u64>>;
     async fn presign_get(&self, key: &str, expires_in: Duration) -> PortResult<PresignedUrl>;
+    /// A link that lets its holder PUT exactly `bytes` bytes of
+    /// `content_type` to `key`, and nothing else, until it expires.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        bytes: u64,
+        expires_in: Duration,
+    ) -> PortResult<PresignedUpload>;
     async fn ping(&self) -> PortResult<()>;
 }
 
@@ -360,10 +405,42 @@ pub trait SignedDownloads: Send + Sync {
     async fn open(&self, key: &str, expires: i64, signature: &str) -> PortResult<Download>;
 }
 
+/// A presigned PUT served by the API itself (the embedded mode's local
+/// files): `PUT /v1/files/{key}?expires=&content_type=&bytes=&signature=`.
+/// The signature covers all four, so a holder can change none of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutLink {
+    pub expires: i64,
+    pub content_type: String,
+    pub bytes: u64,
+    pub signature: String,
+}
+
+/// Whether a PUT link may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutAuthorization {
+    Allowed,
+    Expired,
+    /// Signature does not match (tampered or foreign link).
+    Forbidden,
+}
+
+/// The embedded mode's side of presigned uploads (in AWS, S3 checks its own
+/// presigned PUTs and this is not used). The API checks the link, then the
+/// request's type and length against it, then stores through `BlobStore`.
+pub trait SignedUploads: Send + Sync {
+    fn authorize_put(&self, key: &str, link: &PutLink) -> PutAuthorization;
+}
+
 /// The object key of one clip: grouped per task so a task's audio can be
 /// listed or removed together.
 pub fn clip_key(task: &TaskId, index: usize, extension: &str) -> String {
     format!("tasks/{task}/clip-{index}.{extension}")
+}
+
+/// The object key of an upload: the bytes a client PUT for it.
+pub fn upload_key(upload: &UploadId) -> String {
+    format!("uploads/{upload}")
 }
 
 // ---------------------------------------------------------------------------
@@ -421,6 +498,7 @@ pub trait ScaleInProtection: Send + Sync {
 #[derive(Clone)]
 pub struct Ports {
     pub tasks: Arc<dyn TaskStore>,
+    pub uploads: Arc<dyn UploadStore>,
     pub queue: Arc<dyn JobQueue>,
     pub cache: Arc<dyn ResultCache>,
     pub stats: Arc<dyn StatsStore>,

@@ -12,13 +12,18 @@ use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::error_code::ErrorCode;
 use crate::messages::{encode, Job};
-use crate::ports::{Backend, BackendError, Inserted, Ports, QueueName, StatsQuery};
+use crate::models::DeployedModel;
+use crate::ports::{
+    upload_key, Backend, BackendError, Inserted, Ports, QueueName, StatsQuery, UploadInserted,
+};
 use crate::records::{self, CancelOutcome};
-use crate::request::{CallRequest, RequestError, StatsRequest};
+use crate::request::{CallRequest, MelodyRequest, RequestError, StatsRequest, UploadRequest};
 use crate::settings::ServiceSettings;
 use crate::task::{to_chrono, CallbackState, ModelFamily, Task, TaskId, TaskStatus, Tenant};
+use crate::upload::{Upload, UploadId};
 use crate::view::{
-    document, HealthDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument,
+    document, HealthDocument, ModelsDocument, QueueDepthDocument, StatsDocument, SubmitDocument,
+    TaskDocument, UploadDocument,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,15 +88,40 @@ impl TaskService {
     }
 
     /// Records a checked request as a task, then queues one job per sample.
+    ///
+    /// Before anything is written, the request is checked against what the
+    /// deployment serves: the `model` (resolved to the family's default when
+    /// absent, and stored so), the model's own duration limit, and the
+    /// `melody` (a model that conditions on one, an upload of this client
+    /// key that was PUT).
     pub async fn submit(
         &self,
         tenant: &Tenant,
-        request: CallRequest,
+        mut request: CallRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, ServiceError> {
         let family = request.family;
         if !self.settings.deployed.contains(&family) {
             return Err(ServiceError::NotDeployed(family));
+        }
+        // The client's request as sent: a replay that names the default
+        // model matches one that named none only if both resolve alike,
+        // which they do; the resolved id is stored, not fingerprinted.
+        let fingerprint = request.fingerprint();
+        let model = self.resolve_model(&request)?;
+        if let Some(model) = model {
+            self.check_duration(&request, model)?;
+        }
+        // The upload first: a reference that is not the client's (404) or
+        // not there (422) is wrong whatever the model.
+        if let Some(melody) = &request.melody {
+            self.check_melody_upload(tenant, melody).await?;
+            if let Some(model) = model {
+                self.check_melody_model(model)?;
+            }
+        }
+        if let Some(model) = model {
+            request.model = Some(model.id.clone());
         }
         if let Some(max) = self.settings.max_queued_jobs {
             let depth = self.ports.queue.depth(QueueName::Jobs(family)).await?;
@@ -122,7 +152,7 @@ impl TaskService {
                 .map(|s| now + ChronoDuration::seconds(s as i64)),
             retain_until: None,
             idempotency_key: idempotency_key.map(str::to_owned),
-            request_fingerprint: request.fingerprint(),
+            request_fingerprint: fingerprint,
             callback: if callback_url.is_some() {
                 CallbackState::Pending
             } else {
@@ -151,6 +181,173 @@ impl TaskService {
                 Ok(Submitted::Replayed(SubmitDocument::of(&existing)))
             }
         }
+    }
+
+    /// The deployed model a request names, or its family's default. `None`
+    /// when this process knows no model of the family at all (then the
+    /// worker's default serves it).
+    fn resolve_model(&self, request: &CallRequest) -> Result<Option<&DeployedModel>, ServiceError> {
+        let models = &self.settings.models;
+        let family = request.family;
+        let Some(requested) = request.model.as_deref() else {
+            return Ok(models.default_for(family));
+        };
+        if let Some(model) = models.find(family, requested) {
+            return Ok(Some(model));
+        }
+        let deployed = models.ids(family);
+        Err(RequestError::new(
+            ErrorCode::ModelNotDeployed,
+            Some("model"),
+            if deployed.is_empty() {
+                format!("model {requested:?} is not deployed here")
+            } else {
+                format!(
+                    "model {requested:?} is not a {family} model deployed here; deployed: {}",
+                    deployed.join(", ")
+                )
+            },
+        )
+        .into())
+    }
+
+    /// A model with a limit of its own below `MAX_DURATION` (the request's
+    /// field already checked that one).
+    fn check_duration(
+        &self,
+        request: &CallRequest,
+        model: &DeployedModel,
+    ) -> Result<(), ServiceError> {
+        let max = model.max_duration(&self.settings.limits);
+        if request.duration > max {
+            return Err(RequestError::new(
+                ErrorCode::DurationOutOfRange,
+                Some("duration"),
+                format!(
+                    "duration must be at most {max} seconds for model {}, not {}",
+                    model.id, request.duration
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Where the model's capabilities are known here, one without melody
+    /// conditioning is refused now; where they are not, the worker decides.
+    fn check_melody_model(&self, model: &DeployedModel) -> Result<(), ServiceError> {
+        if model.melody() != Some(false) {
+            return Ok(());
+        }
+        let able: Vec<&str> = self
+            .settings
+            .models
+            .all()
+            .iter()
+            .filter(|m| m.family == model.family && m.melody() == Some(true))
+            .map(|m| m.id.as_str())
+            .collect();
+        let hint = if able.is_empty() {
+            "no model deployed here does".to_owned()
+        } else {
+            format!("name one that does with `model`: {}", able.join(", "))
+        };
+        Err(RequestError::new(
+            ErrorCode::MelodyNotSupported,
+            Some("melody"),
+            format!("model {} does not condition on a melody; {hint}", model.id),
+        )
+        .into())
+    }
+
+    /// The upload must be this client key's, within its retention, and PUT.
+    async fn check_melody_upload(
+        &self,
+        tenant: &Tenant,
+        melody: &MelodyRequest,
+    ) -> Result<(), ServiceError> {
+        let field = "melody.upload_id";
+        let id = &melody.upload_id;
+        let upload = self
+            .ports
+            .uploads
+            .get(id)
+            .await?
+            .filter(|u| u.usable_by(tenant, Utc::now()))
+            .ok_or_else(|| {
+                RequestError::new(
+                    ErrorCode::UploadNotFound,
+                    Some(field),
+                    format!("no upload {id} for this client key"),
+                )
+            })?;
+        if self.ports.blobs.size(&upload.blob_key).await?.is_none() {
+            return Err(RequestError::new(
+                ErrorCode::UploadMissing,
+                Some(field),
+                format!(
+                    "upload {id} has no file yet: PUT its bytes to the url POST /v1/uploads gave, then submit"
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/uploads`: records an upload for `tenant` and signs the PUT
+    /// that carries its bytes (valid for `URL_TTL`).
+    pub async fn create_upload(
+        &self,
+        tenant: &Tenant,
+        request: UploadRequest,
+    ) -> Result<UploadDocument, ServiceError> {
+        let id = UploadId::generate();
+        let blob_key = upload_key(&id);
+        let content_type = request.format.content_type();
+        let link = self
+            .ports
+            .blobs
+            .presign_put(
+                &blob_key,
+                content_type,
+                request.bytes,
+                self.settings.url_ttl,
+            )
+            .await?;
+        let now = Utc::now();
+        let upload = Upload {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            format: request.format,
+            bytes: request.bytes,
+            blob_key,
+            created_at: now,
+            put_expires_at: link.expires_at,
+            retain_until: now.checked_add_signed(self.result_ttl()).unwrap_or(now),
+        };
+        if self.ports.uploads.insert(&upload).await? == UploadInserted::Exists {
+            // A UUIDv7 collision is not a thing; a store that says so is
+            // broken, and the link must not be handed out twice.
+            return Err(BackendError::corrupt(
+                Backend::Tasks,
+                format!("upload {id} already exists"),
+            )
+            .into());
+        }
+        Ok(UploadDocument {
+            upload_id: id.to_string(),
+            url: link.url,
+            method: "PUT".into(),
+            headers: link.headers,
+            expires_at: link.expires_at,
+        })
+    }
+
+    /// `GET /v1/models`.
+    pub fn models(&self) -> ModelsDocument {
+        self.settings
+            .models
+            .document(&self.settings.limits, &self.settings.deployed)
     }
 
     async fn enqueue_jobs(&self, task: &Task) -> Result<(), ServiceError> {

@@ -11,21 +11,30 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::family::ModelFamily;
+use crate::models::DeployedModels;
 use crate::webhook::WebhookSecret;
 
 /// Limits a deployment puts on requests (the seed's `MAX_PROMPT_LEN` and
-/// `MAX_DURATION`, and the rest of the contract's bounds).
+/// `MAX_DURATION`, `MAX_UPLOAD_BYTES`, and the rest of the contract's
+/// bounds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Counted in Unicode characters, not bytes.
     pub max_prompt_len: usize,
-    /// Seconds, for every family; AudioGen is capped lower by its model.
+    /// Seconds, for every family; AudioGen is capped lower by its model, and
+    /// a model may have a lower limit of its own (`GET /v1/models`).
     pub max_duration: f64,
+    /// The largest upload `POST /v1/uploads` accepts.
+    pub max_upload_bytes: u64,
 }
 
 impl Limits {
     /// AudioGen was trained on 10 s clips and cannot make longer ones.
     pub const AUDIO_MAX_DURATION: f64 = 10.0;
+    /// The most `MAX_DURATION` may be set to: clips longer than a model's
+    /// 30 s window are made window by window, and the melody decoder reads
+    /// at most this much of an upload.
+    pub const MAX_DURATION_CEILING: f64 = 300.0;
     /// Shorter clips are not worth a job (and a few frames are no audio).
     pub const MIN_DURATION: f64 = 0.1;
     pub const MAX_SAMPLES: u8 = 4;
@@ -85,6 +94,10 @@ pub struct ServiceSettings {
     pub limits: Limits,
     /// Families this deployment serves; others answer 422.
     pub deployed: BTreeSet<ModelFamily>,
+    /// The models of those families (a request's `model`, `GET /v1/models`):
+    /// from the settings and the catalog, replaced by the loaded generators'
+    /// own description in a process that loads them.
+    pub models: DeployedModels,
     /// Submits are refused with 429 once this many jobs of a family are
     /// queued or being submitted.
     pub max_queued_jobs: Option<u64>,

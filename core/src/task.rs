@@ -432,6 +432,9 @@ mod tests {
             user_id: "u".into(),
             params: Default::default(),
             format: Default::default(),
+            normalization: Default::default(),
+            model: None,
+            melody: None,
             callback_url: None,
             ttl_seconds: None,
         };

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::media::OutputFormat;
 use crate::ports::{BackendError, Percentiles, Ports, RecentTask};
 use crate::task::{ModelFamily, StageOutcome, Task, TaskError, TaskStatus};
 
@@ -172,6 +173,53 @@ pub struct HealthDocument {
     pub backends: BTreeMap<String, String>,
     /// Per model family.
     pub queues: BTreeMap<String, QueueDepthDocument>,
+}
+
+/// The answer to `POST /v1/uploads` (`201`): where to PUT the bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadDocument {
+    /// Name it in a task as `"melody": {"upload_id": ...}`.
+    pub upload_id: String,
+    /// Signed and short-lived (presigned S3 in AWS, the API itself in the
+    /// embedded mode).
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers the PUT must carry, as given (`Content-Type` among them); its
+    /// body must be exactly the declared number of bytes.
+    pub headers: BTreeMap<String, String>,
+    /// When `url` stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelDocument {
+    /// "music" or "audio": the `type` of the tasks it serves.
+    pub family: ModelFamily,
+    /// What a request's `model` names.
+    pub id: String,
+    /// The family's model when a request names none.
+    pub default: bool,
+    /// `null` where the API cannot know (a local checkpoint directory it
+    /// has not loaded); the same for `channels` and `melody`.
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u16>,
+    /// Whether a task may send a `melody`.
+    pub melody: Option<bool>,
+    /// The longest `duration` a request for it may ask for, in seconds.
+    pub max_duration: f64,
+    pub formats: Vec<OutputFormat>,
+    /// `cpu`, `cuda:0`, ...; `null` where the API cannot know.
+    pub device: Option<String>,
+    /// `f32`, `f16` or `bf16`.
+    pub dtype: Option<String>,
+}
+
+/// `GET /v1/models`: what this deployment serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelsDocument {
+    pub models: Vec<ModelDocument>,
 }
 
 /// The contract's error body: `{"error": {"code", "message", "field"}}`.

@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sound_creator_core::family::ModelFamily;
+use sound_creator_core::models::{DeployedModel, DeployedModels};
 use sound_creator_core::settings::{CallbackSettings, Limits, ServiceSettings};
 use sound_creator_core::task::Tenant;
 use sound_creator_core::webhook::WebhookSecret;
@@ -88,8 +89,12 @@ impl WorkerSettings {
 
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
+    /// MusicGen's default model.
     pub music_gen_model: String,
+    /// More MusicGen models (without the default; no repeats).
+    pub music_gen_models: Vec<String>,
     pub audio_gen_model: String,
+    pub audio_gen_models: Vec<String>,
     pub cache_model_dir: PathBuf,
     /// `auto`, `cpu`, `cuda` or `cuda:N`; checked where a model is loaded.
     pub device: String,
@@ -107,6 +112,35 @@ impl ModelSettings {
             ModelFamily::Music => &self.music_gen_model,
             ModelFamily::Audio => &self.audio_gen_model,
         }
+    }
+
+    /// Every model of `family`, its default first.
+    pub fn models_for(&self, family: ModelFamily) -> Vec<&str> {
+        let more = match family {
+            ModelFamily::Music => &self.music_gen_models,
+            ModelFamily::Audio => &self.audio_gen_models,
+        };
+        std::iter::once(self.model_for(family))
+            .chain(more.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The models every family serves, as an API that loads none knows
+    /// them (the catalog's properties for published checkpoints).
+    pub fn deployed_models(&self) -> DeployedModels {
+        let mut models = Vec::new();
+        for family in ModelFamily::ALL {
+            for (i, id) in self.models_for(family).into_iter().enumerate() {
+                models.push(DeployedModel::configured(
+                    family,
+                    id,
+                    i == 0,
+                    &self.device,
+                    &self.dtype,
+                ));
+            }
+        }
+        DeployedModels::new(models)
     }
 
     /// The setting that names `family`'s model, for messages.
@@ -422,10 +456,13 @@ impl Reader<'_> {
 
     fn settings(&self) -> Result<Settings, SettingsError> {
         let worker = self.worker()?;
+        let models = self.models()?;
+        let mut service = self.service()?;
+        service.models = models.deployed_models();
         Ok(Settings {
             api: self.api()?,
-            service: self.service()?,
-            models: self.models()?,
+            service,
+            models,
             backend: self
                 .string(&vars::BACKEND)
                 .parse()
@@ -514,13 +551,23 @@ impl Reader<'_> {
 
     fn service(&self) -> Result<ServiceSettings, SettingsError> {
         let max_duration: f64 = self.parse(&vars::MAX_DURATION)?;
-        if !(max_duration.is_finite() && max_duration >= Limits::MIN_DURATION) {
+        if !(max_duration.is_finite()
+            && (Limits::MIN_DURATION..=Limits::MAX_DURATION_CEILING).contains(&max_duration))
+        {
             return Err(SettingsError {
                 name: vars::MAX_DURATION.name,
                 message: format!(
-                    "must be a number of seconds of at least {}",
-                    Limits::MIN_DURATION
+                    "must be a number of seconds from {} to {}",
+                    Limits::MIN_DURATION,
+                    Limits::MAX_DURATION_CEILING
                 ),
+            });
+        }
+        let max_upload_bytes: u64 = self.parse(&vars::MAX_UPLOAD_BYTES)?;
+        if max_upload_bytes == 0 {
+            return Err(SettingsError {
+                name: vars::MAX_UPLOAD_BYTES.name,
+                message: "must be at least 1".into(),
             });
         }
         let deployed = self
@@ -542,8 +589,11 @@ impl Reader<'_> {
             limits: Limits {
                 max_prompt_len: self.parse(&vars::MAX_PROMPT_LEN)?,
                 max_duration,
+                max_upload_bytes,
             },
             deployed,
+            // Filled from the model settings by `settings()`.
+            models: DeployedModels::default(),
             max_queued_jobs: (max_queued > 0).then_some(max_queued),
             result_ttl: self.seconds(&vars::RESULT_TTL)?,
             url_ttl: self.seconds(&vars::URL_TTL)?,
@@ -589,9 +639,20 @@ impl Reader<'_> {
     }
 
     fn models(&self) -> Result<ModelSettings, SettingsError> {
+        let music_gen_model = self.string(&vars::MUSIC_GEN_MODEL);
+        let audio_gen_model = self.string(&vars::AUDIO_GEN_MODEL);
+        let more = |var: &Var, default: &str| -> Vec<String> {
+            let mut seen = BTreeSet::from([default.to_owned()]);
+            self.list(var)
+                .into_iter()
+                .filter(|m| seen.insert(m.clone()))
+                .collect()
+        };
         Ok(ModelSettings {
-            music_gen_model: self.string(&vars::MUSIC_GEN_MODEL),
-            audio_gen_model: self.string(&vars::AUDIO_GEN_MODEL),
+            music_gen_models: more(&vars::MUSIC_GEN_MODELS, &music_gen_model),
+            audio_gen_models: more(&vars::AUDIO_GEN_MODELS, &audio_gen_model),
+            music_gen_model,
+            audio_gen_model,
             cache_model_dir: PathBuf::from(self.string(&vars::CACHE_MODEL_DIR)),
             device: self.string(&vars::MODEL_DEVICE),
             dtype: self.string(&vars::MODEL_DTYPE),
@@ -778,6 +839,59 @@ mod tests {
             assert_eq!(err.name, "WORKER_TASK_PROTECTION_MINUTES", "{bad}");
         }
         assert!(settings(&[("WORKER_TASK_PROTECTION", "perhaps")]).is_err());
+    }
+
+    #[test]
+    fn the_deployed_models_are_the_default_and_the_extra_ones() {
+        let s = settings(&[
+            (
+                "MUSIC_GEN_MODELS",
+                "facebook/musicgen-melody, facebook/musicgen-small ,/m/x,/m/x",
+            ),
+            ("MODEL_DTYPE", "f16"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.models.models_for(ModelFamily::Music),
+            [
+                "facebook/musicgen-small",
+                "facebook/musicgen-melody",
+                "/m/x"
+            ],
+            "the default first, no repeats"
+        );
+        let models = &s.service.models;
+        let default = models.default_for(ModelFamily::Music).unwrap();
+        assert_eq!(default.id, "facebook/musicgen-small");
+        assert_eq!(default.melody(), Some(false));
+        let melody = models
+            .find(ModelFamily::Music, "facebook/musicgen-melody")
+            .unwrap();
+        assert_eq!((melody.melody(), melody.default), (Some(true), false));
+        assert_eq!(
+            models.find(ModelFamily::Music, "/m/x").unwrap().melody(),
+            None
+        );
+        assert_eq!(melody.dtype.as_deref(), Some("f16"));
+        assert_eq!(
+            models
+                .default_for(ModelFamily::Audio)
+                .map(|m| m.id.as_str()),
+            Some("facebook/audiogen-medium")
+        );
+    }
+
+    #[test]
+    fn long_clips_and_upload_sizes_have_bounds() {
+        let s = settings(&[("MAX_DURATION", "300")]).unwrap();
+        assert_eq!(s.service.limits.max_duration, 300.0);
+        assert_eq!(
+            settings(&[]).unwrap().service.limits.max_upload_bytes,
+            20 * 1024 * 1024
+        );
+        for (name, value) in [("MAX_DURATION", "300.5"), ("MAX_UPLOAD_BYTES", "0")] {
+            assert_eq!(settings(&[(name, value)]).unwrap_err().name, name);
+        }
     }
 
     #[test]

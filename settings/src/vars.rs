@@ -88,7 +88,9 @@ vars! {
     MAX_PROMPT_LEN = "MAX_PROMPT_LEN", Some("100"), Tasks, false,
         "Prompt limit, in Unicode characters.";
     MAX_DURATION = "MAX_DURATION", Some("30"), Tasks, false,
-        "Longest clip in seconds; AudioGen clips are capped at 10.";
+        "Longest clip in seconds, at most 300 (past a model's 30 s window, MusicGen generates window by window); AudioGen clips are capped at 10.";
+    MAX_UPLOAD_BYTES = "MAX_UPLOAD_BYTES", Some("20971520"), Tasks, false,
+        "Largest file `POST /v1/uploads` accepts (a melody to condition on); larger ones answer 413 `upload_too_large`.";
     DEPLOYED_TYPES = "DEPLOYED_TYPES", Some("music"), Tasks, false,
         "Families this deployment serves (`music`, `audio`, comma separated); others answer 422 `model_not_deployed`.";
     MAX_QUEUED_JOBS = "MAX_QUEUED_JOBS", Some("0"), Tasks, false,
@@ -127,8 +129,12 @@ vars! {
         "`worker`, `completion`: a file refreshed every 10 s, for container health checks.";
     MUSIC_GEN_MODEL = "MUSIC_GEN_MODEL", Some("facebook/musicgen-small"), Models, false,
         "MusicGen model for `type: \"music\"`: a hub id or a local directory (Hugging Face layout).";
+    MUSIC_GEN_MODELS = "MUSIC_GEN_MODELS", None, Models, false,
+        "More MusicGen models served beside MUSIC_GEN_MODEL (the default), comma separated; a request picks one with `model`. Every music worker loads them all.";
     AUDIO_GEN_MODEL = "AUDIO_GEN_MODEL", Some("facebook/audiogen-medium"), Models, false,
         "AudioGen model for `type: \"audio\"`: a hub id or a local directory.";
+    AUDIO_GEN_MODELS = "AUDIO_GEN_MODELS", None, Models, false,
+        "More AudioGen models served beside AUDIO_GEN_MODEL, comma separated, as MUSIC_GEN_MODELS.";
     CACHE_MODEL_DIR = "CACHE_MODEL_DIR", Some("model_hub"), Models, false,
         "Where hub downloads go.";
     MODEL_DEVICE = "MODEL_DEVICE", Some("auto"), Models, false,

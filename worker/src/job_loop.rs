@@ -1,7 +1,10 @@
 //! The job loop of a GPU worker (seed: `AudioGenerationSerivce.run`): take
-//! jobs of one model family off the queue, generate their audio, store the
-//! WAV, keep the stage result in the result cache, and tell the completion
-//! step. The same loop runs on the embedded queue and on SQS.
+//! jobs of one model family off the queue, generate their audio with the
+//! model each job names (a worker loads every model of its family), store
+//! the file in the job's format and normalization, keep the stage result in
+//! the result cache, and tell the completion step. A job with a melody gets
+//! its upload decoded first; one that will not decode fails
+//! `invalid_melody`. The same loop runs on the embedded queue and on SQS.
 //!
 //! At-least-once delivery is made safe here and in the task records: a job
 //! whose stage already has a result is dropped, an output is written to a
@@ -23,7 +26,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use sound_creator_core::audio::{
-    encode_wav, AudioGenerator, Clip, GenerationError, StepControl, StepObserver,
+    AudioGenerator, Clip, GenerationError, MelodyInput, StepControl, StepObserver,
 };
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::error_code::ErrorCode;
@@ -32,13 +35,13 @@ use sound_creator_core::ports::{
     clip_key, BackendError, Delivery, Ports, QueueName, ScaleInProtection,
 };
 use sound_creator_core::records::{self, StageStart};
-use sound_creator_core::request::AudioFormat;
 use sound_creator_core::settings::ServiceSettings;
 use sound_creator_core::task::{
     to_chrono, ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus,
 };
 use tokio::sync::watch;
 
+use crate::media::{load_melody, render, MelodyError};
 use crate::protection::ProtectionHold;
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,9 @@ pub enum ExecutionOutcome {
 pub struct Worker {
     ports: Ports,
     settings: Arc<ServiceSettings>,
-    generator: Arc<dyn AudioGenerator>,
+    /// The family's models, its default first; a job names one by its
+    /// `ModelInfo::name`.
+    generators: Vec<Arc<dyn AudioGenerator>>,
     config: WorkerConfig,
     /// Set on shutdown: the running batch stops at its next step.
     stopping: Arc<AtomicBool>,
@@ -103,6 +108,10 @@ struct Runnable {
     job: Job,
     delivery: Delivery,
     canceled: Arc<AtomicBool>,
+    /// The model the job names.
+    generator: Arc<dyn AudioGenerator>,
+    /// The job's melody, decoded.
+    melody: Option<MelodyInput>,
 }
 
 /// A batch the generator is done with, whose clips are still to be stored
@@ -123,11 +132,42 @@ impl Worker {
         Self {
             ports,
             settings,
-            generator,
+            generators: vec![generator],
             config,
             stopping: Arc::new(AtomicBool::new(false)),
             protection: ProtectionHold::new(None),
         }
+    }
+
+    /// Serves these models of the family too, beside the default one given
+    /// to [`Worker::new`] (`MUSIC_GEN_MODELS`, `AUDIO_GEN_MODELS`).
+    pub fn with_more_models(mut self, more: Vec<Arc<dyn AudioGenerator>>) -> Self {
+        self.generators.extend(more);
+        self
+    }
+
+    /// The generator a job asks for: its `model`, or the default one.
+    fn generator_for(&self, job: &Job) -> Result<Arc<dyn AudioGenerator>, TaskError> {
+        let Some(wanted) = job.model.as_deref() else {
+            return self.generators.first().cloned().ok_or_else(|| {
+                TaskError::new(ErrorCode::GenerationRejected, "this worker has no model")
+            });
+        };
+        self.generators
+            .iter()
+            .find(|g| g.info().name == wanted)
+            .cloned()
+            .ok_or_else(|| {
+                let loaded: Vec<String> = self.generators.iter().map(|g| g.info().name).collect();
+                TaskError::new(
+                    ErrorCode::GenerationRejected,
+                    format!(
+                        "model {wanted:?} is not loaded by this {} worker (it serves {}); the API and the workers disagree on the deployed models",
+                        self.config.family,
+                        loaded.join(", ")
+                    ),
+                )
+            })
     }
 
     /// Holds `protection` while jobs are in hand (see the module docs).
@@ -150,21 +190,15 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let stopping = self.stopping.clone();
         let family = self.config.family;
-        tracing::info!(%family, model = %self.generator.info().name, "worker started");
+        let models: Vec<String> = self.generators.iter().map(|g| g.info().name).collect();
+        tracing::info!(%family, models = %models.join(", "), "worker started");
         let work = async {
             let mut backoff = Duration::from_millis(200);
-            let mut finishing: Option<Generated> = None;
+            let mut finishing: Vec<Generated> = Vec::new();
             while !self.stopping.load(Ordering::SeqCst) {
-                let previous = finishing.take();
-                let (finished, turn) = tokio::join!(
-                    async {
-                        match previous {
-                            Some(generated) => self.finish_batch(generated).await,
-                            None => Ok(()),
-                        }
-                    },
-                    self.receive_and_generate()
-                );
+                let previous = std::mem::take(&mut finishing);
+                let (finished, turn) =
+                    tokio::join!(self.finish_batches(previous), self.receive_and_generate());
                 // A job not finished stays in the queue and comes back after
                 // its visibility timeout.
                 let mut failed = false;
@@ -173,7 +207,7 @@ impl Worker {
                     failed = true;
                 }
                 match turn {
-                    Ok((ExecutionOutcome::EmptyQueue, None)) => {
+                    Ok((ExecutionOutcome::EmptyQueue, generated)) if generated.is_empty() => {
                         // Nothing in hand, and the previous batch is recorded.
                         self.protection.let_go().await;
                     }
@@ -190,10 +224,8 @@ impl Worker {
                     backoff = Duration::from_millis(200);
                 }
             }
-            if let Some(generated) = finishing {
-                if let Err(e) = self.finish_batch(generated).await {
-                    tracing::warn!(%family, error = %e, "could not record the last batch; its jobs will be delivered again");
-                }
+            if let Err(e) = self.finish_batches(finishing).await {
+                tracing::warn!(%family, error = %e, "could not record the last batch; its jobs will be delivered again");
             }
         };
         tokio::pin!(work);
@@ -213,41 +245,57 @@ impl Worker {
     /// (done, dropped, failed, or released for a retry).
     pub async fn try_execute_jobs(&self) -> Result<ExecutionOutcome, BackendError> {
         let (outcome, generated) = self.receive_and_generate().await?;
-        if let Some(generated) = generated {
-            self.finish_batch(generated).await?;
-        }
+        self.finish_batches(generated).await?;
         if outcome == ExecutionOutcome::EmptyQueue {
             self.protection.let_go().await;
         }
         Ok(outcome)
     }
 
+    /// Records batches in turn; the first failure stops (the unrecorded
+    /// jobs are delivered again).
+    async fn finish_batches(&self, batches: Vec<Generated>) -> Result<(), BackendError> {
+        for generated in batches {
+            self.finish_batch(generated).await?;
+        }
+        Ok(())
+    }
+
     /// Receives up to a batch of jobs, settles those that need no generation
-    /// and generates the rest.
+    /// and generates the rest: one batch per model named, one after another.
     async fn receive_and_generate(
         &self,
-    ) -> Result<(ExecutionOutcome, Option<Generated>), BackendError> {
+    ) -> Result<(ExecutionOutcome, Vec<Generated>), BackendError> {
         let deliveries = self
             .ports
             .queue
             .receive(self.queue(), self.config.max_batch, self.config.poll_wait)
             .await?;
         if deliveries.is_empty() {
-            return Ok((ExecutionOutcome::EmptyQueue, None));
+            return Ok((ExecutionOutcome::EmptyQueue, Vec::new()));
         }
         self.protection.hold().await;
         let handled = deliveries.len();
-        let mut runnable = Vec::new();
+        let mut by_model: Vec<Vec<Runnable>> = Vec::new();
         for delivery in deliveries {
             if let Some(job) = self.admit(delivery).await? {
-                runnable.push(job);
+                match by_model
+                    .iter_mut()
+                    .find(|group| Arc::ptr_eq(&group[0].generator, &job.generator))
+                {
+                    Some(group) => group.push(job),
+                    None => by_model.push(vec![job]),
+                }
             }
         }
-        let generated = if runnable.is_empty() {
-            None
-        } else {
-            Some(self.generate_batch(runnable).await)
-        };
+        // One heartbeat for every message in hand: a model's batch may wait
+        // for another's to generate first.
+        let heartbeat = self.spawn_heartbeat(by_model.iter().flatten());
+        let mut generated = Vec::with_capacity(by_model.len());
+        for batch in by_model {
+            generated.push(self.generate_batch(batch).await);
+        }
+        heartbeat.abort();
         Ok((ExecutionOutcome::Handled(handled), generated))
     }
 
@@ -316,26 +364,83 @@ impl Worker {
                 self.ports.queue.delete(queue, &delivery.receipt).await?;
                 Ok(None)
             }
-            Some((_, StageStart::Run)) => Ok(Some(Runnable {
-                job,
-                delivery,
-                canceled: Arc::new(AtomicBool::new(false)),
-            })),
+            Some((_, StageStart::Run)) => self.prepare(job, delivery).await,
         }
     }
 
-    async fn generate_batch(&self, batch: Vec<Runnable>) -> Generated {
+    /// Finds the job's model and decodes its melody; a job neither can
+    /// serve fails its stage here, before any generation.
+    async fn prepare(
+        &self,
+        job: Job,
+        delivery: Delivery,
+    ) -> Result<Option<Runnable>, BackendError> {
+        let generator = match self.generator_for(&job) {
+            Ok(generator) => generator,
+            Err(error) => {
+                tracing::error!(task_id = %job.task_id, error = %error.message, "job names a model this worker does not serve");
+                self.finish_stage(&job, &delivery, StageOutcome::Failed { error })
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let melody = match &job.melody {
+            None => None,
+            Some(_) if !generator.info().melody => {
+                let error = TaskError::new(
+                    ErrorCode::GenerationRejected,
+                    format!(
+                        "model {} does not condition on a melody",
+                        generator.info().name
+                    ),
+                );
+                self.finish_stage(&job, &delivery, StageOutcome::Failed { error })
+                    .await?;
+                return Ok(None);
+            }
+            Some(melody) => {
+                match load_melody(&self.ports, melody, self.settings.limits.max_upload_bytes).await
+                {
+                    Ok(input) => Some(input),
+                    Err(MelodyError::Backend(e)) => return Err(e),
+                    Err(MelodyError::Invalid(message)) => {
+                        tracing::info!(task_id = %job.task_id, %message, "the melody upload cannot be used");
+                        let error = TaskError::new(ErrorCode::InvalidMelody, message);
+                        self.finish_stage(&job, &delivery, StageOutcome::Failed { error })
+                            .await?;
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        Ok(Some(Runnable {
+            job,
+            delivery,
+            canceled: Arc::new(AtomicBool::new(false)),
+            generator,
+            melody,
+        }))
+    }
+
+    /// Generates a batch of jobs that all name the same model.
+    async fn generate_batch(&self, mut batch: Vec<Runnable>) -> Generated {
         for r in &batch {
-            tracing::info!(task_id = %r.job.task_id, index = r.job.index, receive_count = r.delivery.receive_count, "generating");
+            tracing::info!(task_id = %r.job.task_id, index = r.job.index, receive_count = r.delivery.receive_count, model = %r.generator.info().name, melody = r.melody.is_some(), "generating");
         }
-        let requests: Vec<_> = batch.iter().map(|r| r.job.clip_request()).collect();
+        let requests: Vec<_> = batch
+            .iter_mut()
+            .map(|r| {
+                let mut request = r.job.clip_request();
+                request.melody = r.melody.take();
+                request
+            })
+            .collect();
         let (progress_tx, progress_rx) = watch::channel((0usize, 0usize));
         let all_canceled = Arc::new(AtomicBool::new(false));
 
-        let heartbeat = self.spawn_heartbeat(&batch);
         let monitor = self.spawn_progress_monitor(&batch, progress_rx, all_canceled.clone());
 
-        let generator = self.generator.clone();
+        let generator = batch[0].generator.clone();
         let mut observer = BatchObserver {
             progress: progress_tx,
             all_canceled,
@@ -351,7 +456,6 @@ impl Worker {
                     )))
                 });
         let inference_ms = started.elapsed().as_millis() as u64;
-        heartbeat.abort();
         monitor.abort();
         Generated {
             batch,
@@ -373,6 +477,18 @@ impl Worker {
                 // The clips of a batch are stored and recorded side by side,
                 // so the last job of a batch does not wait for the others'
                 // writes. Each job's own steps keep their order.
+                if clips.len() != batch.len() {
+                    // A generator bug; the jobs go back rather than be
+                    // matched with the wrong clips.
+                    tracing::error!(jobs = batch.len(), clips = clips.len(), "the generator returned another number of clips than asked; the jobs go back to the queue");
+                    for runnable in &batch {
+                        self.ports
+                            .queue
+                            .release(queue, &runnable.delivery.receipt)
+                            .await?;
+                    }
+                    return Ok(());
+                }
                 let finishing = batch.iter().zip(clips).map(|(runnable, clip)| async move {
                     if runnable.canceled.load(Ordering::SeqCst) {
                         return self
@@ -381,7 +497,7 @@ impl Worker {
                             .delete(queue, &runnable.delivery.receipt)
                             .await;
                     }
-                    let outcome = self.store_clip(&runnable.job, &clip, inference_ms).await?;
+                    let outcome = self.store_clip(&runnable.job, clip, inference_ms).await?;
                     self.finish_stage(&runnable.job, &runnable.delivery, outcome)
                         .await
                 });
@@ -440,33 +556,45 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes the WAV and describes it. The key depends only on the task and
-    /// sample, so a rerun of the same job overwrites its own output.
+    /// Levels and encodes the clip as the job asks, writes the file and
+    /// describes it (the file's own size and sha256, the audio's real
+    /// duration and channels). The key depends only on the task, sample and
+    /// format, so a rerun of the same job overwrites its own output.
     async fn store_clip(
         &self,
         job: &Job,
-        clip: &Clip,
+        clip: Clip,
         inference_ms: u64,
     ) -> Result<StageOutcome, BackendError> {
-        let format = AudioFormat::Wav;
-        let bytes = encode_wav(clip);
-        let sha256 = Sha256::digest(&bytes)
+        let rendered = match render(clip, job.format, job.normalization).await {
+            Ok(rendered) => rendered,
+            Err(message) => {
+                tracing::error!(task_id = %job.task_id, %message, "the clip could not be encoded");
+                return Ok(StageOutcome::Failed {
+                    error: TaskError::new(
+                        ErrorCode::EngineError,
+                        format!("the clip could not be made into {}: {message}", job.format),
+                    ),
+                });
+            }
+        };
+        let sha256 = Sha256::digest(&rendered.bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
-        let key = clip_key(&job.task_id, job.index, format.extension());
+        let key = clip_key(&job.task_id, job.index, rendered.extension);
         let output = ClipOutput {
             blob_key: key.clone(),
-            content_type: format.content_type().to_owned(),
-            duration: clip.duration_seconds(),
-            sample_rate: clip.sample_rate,
-            channels: clip.channels,
-            bytes: bytes.len() as u64,
+            content_type: rendered.content_type.to_owned(),
+            duration: rendered.duration,
+            sample_rate: rendered.sample_rate,
+            channels: rendered.channels,
+            bytes: rendered.bytes.len() as u64,
             sha256,
         };
         self.ports
             .blobs
-            .put(&key, bytes, format.content_type())
+            .put(&key, rendered.bytes, rendered.content_type)
             .await?;
         Ok(StageOutcome::Succeeded {
             clip: output,
@@ -512,11 +640,14 @@ impl Worker {
 
     /// Renews the visibility of every message of the batch at a third of the
     /// timeout, so a long generation is not handed to a second worker.
-    fn spawn_heartbeat(&self, batch: &[Runnable]) -> tokio::task::JoinHandle<()> {
+    fn spawn_heartbeat<'a>(
+        &self,
+        jobs: impl Iterator<Item = &'a Runnable>,
+    ) -> tokio::task::JoinHandle<()> {
         let queue = self.ports.queue.clone();
         let name = self.queue();
         let timeout = self.config.visibility_timeout;
-        let receipts: Vec<String> = batch.iter().map(|r| r.delivery.receipt.clone()).collect();
+        let receipts: Vec<String> = jobs.map(|r| r.delivery.receipt.clone()).collect();
         tokio::spawn(async move {
             let period = (timeout / 3).max(Duration::from_millis(100));
             loop {

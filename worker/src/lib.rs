@@ -4,6 +4,7 @@
 
 pub mod completion_loop;
 pub mod job_loop;
+mod media;
 mod protection;
 
 pub use completion_loop::CompletionLoop;

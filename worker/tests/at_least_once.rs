@@ -65,6 +65,7 @@ async fn a_job_and_its_events_delivered_twice_yield_one_output_one_stats_row_and
     let all_settings = Settings::from_lookup(|name| match name {
         "MARKETPLACE_TOKEN" => Some("t".into()),
         "MARKETPLACE_CALLBACK" => Some(hook_url.clone()),
+        "MUSIC_GEN_MODEL" => Some(tiny_model()),
         _ => None,
     })
     .unwrap();

@@ -61,6 +61,8 @@ impl AudioGenerator for ScriptedGenerator {
             sample_rate: 32_000,
             channels: 1,
             frame_rate: 50.0,
+            melody: false,
+            max_duration: None,
             device: "cpu".into(),
             gpu: None,
             dtype: "f32".into(),
@@ -147,6 +149,8 @@ impl Harness {
             ("MARKETPLACE_TOKEN", "t"),
             ("MARKETPLACE_CALLBACK", &hook),
             ("JOB_MAX_ATTEMPTS", "2"),
+            // The model the jobs name: the scripted generator.
+            ("MUSIC_GEN_MODEL", "scripted"),
         ])
         .unwrap();
         let options = EmbeddedOptions {

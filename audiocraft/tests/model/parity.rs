@@ -219,11 +219,13 @@ fn engine_returns_audible_clips_of_the_requested_durations() {
             prompt: "calm acoustic guitar".into(),
             duration: 1.0,
             params: params.clone(),
+            melody: None,
         },
         ClipRequest {
             prompt: "dark techno bassline".into(),
             duration: 0.5,
             params,
+            melody: None,
         },
     ];
     let mut observer = Counting {
@@ -264,6 +266,7 @@ fn the_same_seed_gives_the_same_clip() {
         prompt: "happy ukulele".into(),
         duration: 0.3,
         params,
+        melody: None,
     };
     let a = engine.generate_with_codes(
         std::slice::from_ref(&request),
@@ -291,6 +294,7 @@ fn a_stop_from_the_observer_cancels_the_generation() {
         prompt: "epic".into(),
         duration: 1.0,
         params: GenerationParams::default(),
+        melody: None,
     };
     let mut observer = Counting {
         steps: 0,
@@ -315,6 +319,7 @@ fn too_long_or_empty_durations_are_rejected() {
             prompt: "x".into(),
             duration,
             params: GenerationParams::default(),
+            melody: None,
         };
         let err = engine
             .generate(

@@ -18,6 +18,8 @@ pub enum Bound {
     MaxPromptLen,
     /// `MAX_DURATION` (the largest over every family).
     MaxDuration,
+    /// `MAX_UPLOAD_BYTES`.
+    MaxUploadBytes,
     /// The largest `u64` (seeds): kept exact, unlike an f64.
     U64Max,
 }
@@ -28,6 +30,7 @@ impl Bound {
             Bound::At(v) => v,
             Bound::MaxPromptLen => limits.max_prompt_len as f64,
             Bound::MaxDuration => limits.max_duration,
+            Bound::MaxUploadBytes => limits.max_upload_bytes as f64,
             Bound::U64Max => u64::MAX as f64,
         }
     }
@@ -36,6 +39,7 @@ impl Bound {
         match self {
             Bound::U64Max => json!(u64::MAX),
             Bound::MaxPromptLen => json!(limits.max_prompt_len),
+            Bound::MaxUploadBytes => json!(limits.max_upload_bytes),
             other => number_json(other.resolve(limits)),
         }
     }
@@ -86,10 +90,15 @@ pub struct Field {
 
 impl Field {
     pub(super) fn missing(&self) -> RequestError {
+        self.missing_at(self.name)
+    }
+
+    /// Missing at `path` (`melody.upload_id` inside a nested object).
+    fn missing_at(&self, path: &str) -> RequestError {
         RequestError::new(
             ErrorCode::MissingField,
-            Some(self.name),
-            format!("{} is required", self.name),
+            Some(path),
+            format!("{path} is required"),
         )
     }
 
@@ -120,7 +129,7 @@ impl Field {
     fn present<'b>(&self, body: &'b Body<'_>) -> Result<Option<(&'b Value, String)>, RequestError> {
         match self.raw(body) {
             Some(value) => Ok(Some((value, body.path(self.name)))),
-            None if self.required => Err(self.missing()),
+            None if self.required => Err(self.missing_at(&body.path(self.name))),
             None => Ok(None),
         }
     }
@@ -223,6 +232,7 @@ impl Field {
         if let Shape::Integer { min, max } = self.shape {
             let max = match max {
                 Bound::U64Max => i128::from(u64::MAX),
+                Bound::MaxUploadBytes => i128::from(limits.max_upload_bytes),
                 other => other.resolve(limits) as i128,
             };
             if !(i128::from(min)..=max).contains(&integer) {
@@ -427,6 +437,11 @@ impl<'a> Body<'a> {
 
     fn path(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// The raw value of a field, for the rare check a shape cannot say.
+    pub(super) fn get(&self, name: &str) -> Option<&Value> {
+        self.object.get(name)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The request bodies of the API, parsed once into checked values
 //! ([`CallRequest`], [`GenerateRequest`], [`ResultRequest`],
-//! [`StatsRequest`]): parse, don't validate.
+//! [`StatsRequest`], [`UploadRequest`]): parse, don't validate.
 //!
 //! Every field a body takes is declared once, as a [`Field`]: its name, its
 //! JSON shape and bounds, its default, what it means and which error code a
@@ -21,7 +21,9 @@ use utoipa::ToSchema;
 
 use crate::error_code::ErrorCode;
 use crate::family::ModelFamily;
+pub use crate::media::{Normalization, OutputFormat, UploadFormat};
 use crate::settings::{CallbackSettings, Limits};
+use crate::upload::UploadId;
 
 use field::{hex, percent_decode, Body};
 pub use field::{object_schema, query_parameters, Bound, Field, Shape};
@@ -29,38 +31,6 @@ pub use json::parse_json;
 
 // ---------------------------------------------------------------------------
 // Checked values
-
-/// The one audio format served today: 16-bit PCM WAV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AudioFormat {
-    #[default]
-    Wav,
-}
-
-impl AudioFormat {
-    pub const ALL: [AudioFormat; 1] = [AudioFormat::Wav];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AudioFormat::Wav => "wav",
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            AudioFormat::Wav => "audio/wav",
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        self.as_str()
-    }
-
-    fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == raw)
-    }
-}
 
 /// Sampling settings; the defaults are AudioCraft's (see [`PARAM_FIELDS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -102,9 +72,40 @@ pub struct CallRequest {
     pub samples: u8,
     pub user_id: String,
     pub params: GenerationParams,
-    pub format: AudioFormat,
+    pub format: OutputFormat,
+    /// Left out of the stored JSON (and so of the fingerprint) when it is
+    /// the default, so requests made before it existed keep their
+    /// fingerprint.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub normalization: Normalization,
+    /// The model that serves the task. As parsed, what the client named (or
+    /// `None`); once submitted, the model the task service resolved it to
+    /// (the family's default for `None`), which the jobs carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Music only: the upload to condition on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub melody: Option<MelodyRequest>,
     pub callback_url: Option<String>,
     pub ttl_seconds: Option<u64>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// `"melody": {"upload_id": "up_..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MelodyRequest {
+    pub upload_id: UploadId,
+}
+
+/// `POST /v1/uploads`: what the client is about to PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadRequest {
+    pub format: UploadFormat,
+    /// Exactly the PUT body's length; at most `MAX_UPLOAD_BYTES`.
+    pub bytes: u64,
 }
 
 /// The name tasks store their request under.
@@ -172,7 +173,24 @@ impl CallRequest {
             None => GenerationParams::default(),
             Some(params) => parse_params(&params, limits)?,
         };
-        let format = FORMAT.choice(body, AudioFormat::parse)?.unwrap_or_default();
+        let format = FORMAT
+            .choice(body, |raw| OutputFormat::parse(raw).ok())?
+            .unwrap_or_default();
+        let normalization = NORMALIZATION
+            .choice(body, |raw| Normalization::parse(raw).ok())?
+            .unwrap_or_default();
+        let model = MODEL.text(body, limits)?;
+        let melody = match MELODY.object(body)? {
+            None => None,
+            Some(melody) => Some(parse_melody(&melody, limits)?),
+        };
+        if melody.is_some() && family != ModelFamily::Music {
+            return Err(RequestError::new(
+                ErrorCode::MelodyNotSupported,
+                Some(MELODY.name),
+                format!("a melody conditions music only, not {family}"),
+            ));
+        }
         let callback_url = match CALLBACK_URL.text(body, limits)? {
             None => None,
             Some(raw) => Some(check_callback_url(&raw, callbacks)?),
@@ -188,6 +206,9 @@ impl CallRequest {
             user_id,
             params,
             format,
+            normalization,
+            model,
+            melody,
             callback_url,
             ttl_seconds,
         })
@@ -215,6 +236,39 @@ impl GenerateRequest {
         Ok(Self {
             call,
             wait: std::time::Duration::from_secs_f64(wait),
+        })
+    }
+}
+
+impl UploadRequest {
+    pub fn parse(body: &Value, limits: &Limits) -> Result<Self, RequestError> {
+        let object = Body::new(body, UPLOAD_FIELDS)?;
+        let format = UPLOAD_CONTENT_TYPE
+            .choice(&object, |raw| UploadFormat::parse(raw).ok())?
+            .ok_or_else(|| UPLOAD_CONTENT_TYPE.missing())?;
+        let bytes = match UPLOAD_BYTES.integer(&object, limits) {
+            Ok(bytes) => bytes.ok_or_else(|| UPLOAD_BYTES.missing())?,
+            // Only "too many" is a 413: an empty or negative size is just a
+            // bad field.
+            Err(e) if e.code == ErrorCode::UploadTooLarge => {
+                let below = object
+                    .get(UPLOAD_BYTES.name)
+                    .and_then(Value::as_f64)
+                    .is_some_and(|n| n < 1.0);
+                return Err(if below {
+                    RequestError {
+                        code: ErrorCode::InvalidField,
+                        ..e
+                    }
+                } else {
+                    e
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            format,
+            bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
         })
     }
 }
@@ -262,6 +316,27 @@ impl StatsRequest {
         }
         Ok(Self { user_id, from, to })
     }
+}
+
+fn parse_melody(melody: &Body<'_>, limits: &Limits) -> Result<MelodyRequest, RequestError> {
+    let path = format!("{}.{}", MELODY.name, UPLOAD_ID.name);
+    let raw = UPLOAD_ID.text(melody, limits)?.ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::MissingField,
+            Some(&path),
+            format!("{path} is required"),
+        )
+    })?;
+    // An id that could never be one of ours is simply not found, as for
+    // tasks.
+    let upload_id = UploadId::parse(&raw).ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::UploadNotFound,
+            Some(&path),
+            format!("no upload {raw:?} for this client key"),
+        )
+    })?;
+    Ok(MelodyRequest { upload_id })
 }
 
 fn parse_params(params: &Body<'_>, limits: &Limits) -> Result<GenerationParams, RequestError> {
@@ -493,12 +568,93 @@ pub const PARAMS: Field = Field {
 
 pub const FORMAT: Field = Field {
     name: "format",
-    doc: "Output format: \"wav\" is 16-bit PCM.",
+    doc: "Output format: \"wav\" (16-bit PCM), \"flac\", \"mp3\" or \"ogg\" (Vorbis).",
     required: false,
-    shape: Shape::Choice { values: &["wav"] },
+    shape: Shape::Choice {
+        values: &OutputFormat::NAMES,
+    },
     default: Some("\"wav\""),
     example: None,
     out_of_range: ErrorCode::UnsupportedFormat,
+};
+
+pub const NORMALIZATION: Field = Field {
+    name: "normalization",
+    doc: "Level of the output: \"none\" (as the model made it), \"loudness\" (EBU R128, -14 LUFS, true peak at most -1 dBTP), \"peak\" (-1 dBFS) or \"clip\" (hard clip to full scale).",
+    required: false,
+    shape: Shape::Choice {
+        values: &Normalization::NAMES,
+    },
+    default: Some("\"none\""),
+    example: None,
+    out_of_range: ErrorCode::InvalidField,
+};
+
+pub const MODEL: Field = Field {
+    name: "model",
+    doc: "One of the family's deployed models (GET /v1/models); null: the family's default.",
+    required: false,
+    shape: Shape::Text {
+        min_chars: 1,
+        max_chars: Bound::At(256.0),
+        printable: true,
+        blank: None,
+    },
+    default: None,
+    example: Some("\"facebook/musicgen-melody\""),
+    out_of_range: ErrorCode::InvalidField,
+};
+
+pub const UPLOAD_ID: Field = Field {
+    name: "upload_id",
+    doc: "What POST /v1/uploads answered; the bytes must have been PUT.",
+    required: true,
+    shape: Shape::Text {
+        min_chars: 1,
+        max_chars: Bound::At(64.0),
+        printable: true,
+        blank: None,
+    },
+    default: None,
+    example: Some("\"up_0190b7c28f9e7c3a9d1e123456789abc\""),
+    out_of_range: ErrorCode::UploadNotFound,
+};
+
+pub const MELODY_FIELDS: &[&Field] = &[&UPLOAD_ID];
+
+pub const MELODY: Field = Field {
+    name: "melody",
+    doc: "Music only: an uploaded clip whose melody the music follows; the model must support melody conditioning (GET /v1/models).",
+    required: false,
+    shape: Shape::Object(MELODY_FIELDS),
+    default: None,
+    example: None,
+    out_of_range: ErrorCode::InvalidField,
+};
+
+pub const UPLOAD_CONTENT_TYPE: Field = Field {
+    name: "content_type",
+    doc: "The type of the file to be PUT.",
+    required: true,
+    shape: Shape::Choice {
+        values: &UploadFormat::CONTENT_TYPES,
+    },
+    default: None,
+    example: Some("\"audio/mpeg\""),
+    out_of_range: ErrorCode::UnsupportedUploadType,
+};
+
+pub const UPLOAD_BYTES: Field = Field {
+    name: "bytes",
+    doc: "The file's exact size; at most MAX_UPLOAD_BYTES.",
+    required: true,
+    shape: Shape::Integer {
+        min: 1,
+        max: Bound::MaxUploadBytes,
+    },
+    default: None,
+    example: Some("1234567"),
+    out_of_range: ErrorCode::UploadTooLarge,
 };
 
 pub const CALLBACK_URL: Field = Field {
@@ -584,6 +740,9 @@ pub const CALL_FIELDS: &[&Field] = &[
     &USER_ID,
     &PARAMS,
     &FORMAT,
+    &NORMALIZATION,
+    &MODEL,
+    &MELODY,
     &CALLBACK_URL,
     &TTL_SECONDS,
 ];
@@ -596,10 +755,15 @@ pub const GENERATE_FIELDS: &[&Field] = &[
     &USER_ID,
     &PARAMS,
     &FORMAT,
+    &NORMALIZATION,
+    &MODEL,
+    &MELODY,
     &CALLBACK_URL,
     &TTL_SECONDS,
     &WAIT_SECONDS,
 ];
+
+pub const UPLOAD_FIELDS: &[&Field] = &[&UPLOAD_CONTENT_TYPE, &UPLOAD_BYTES];
 
 pub const RESULT_FIELDS: &[&Field] = &[&TASK_ID];
 
@@ -617,6 +781,7 @@ mod tests {
         Limits {
             max_prompt_len: 100,
             max_duration: 30.0,
+            max_upload_bytes: 20 * 1024 * 1024,
         }
     }
 
@@ -653,7 +818,9 @@ mod tests {
                 seed: None
             }
         );
-        assert_eq!(req.format, AudioFormat::Wav);
+        assert_eq!(req.format, OutputFormat::Wav);
+        assert_eq!(req.normalization, Normalization::None);
+        assert_eq!((req.model.as_deref(), req.melody.as_ref()), (None, None));
         assert_eq!(req.duration, 8.0);
     }
 
@@ -791,13 +958,168 @@ mod tests {
     #[test]
     fn an_unsupported_format_is_a_422_not_a_400() {
         let mut body = minimal();
-        body["format"] = json!("mp3");
+        body["format"] = json!("aiff");
         let err = parse(body).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnsupportedFormat);
         assert_eq!(err.code.http_status(), Some(422));
         let mut body = minimal();
         body["format"] = json!(3);
         assert_eq!(parse(body).unwrap_err().code, ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn every_format_and_normalization_is_taken_by_its_name() {
+        for format in OutputFormat::ALL {
+            let mut body = minimal();
+            body["format"] = json!(format.as_str());
+            assert_eq!(parse(body).unwrap().format, format);
+        }
+        for n in Normalization::ALL {
+            let mut body = minimal();
+            body["normalization"] = json!(n.as_str());
+            assert_eq!(parse(body).unwrap().normalization, n);
+        }
+        let mut body = minimal();
+        body["normalization"] = json!("louder");
+        let err = parse(body).unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            (ErrorCode::InvalidField, Some("normalization"))
+        );
+    }
+
+    #[test]
+    fn model_and_melody_are_read_and_melody_is_for_music_only() {
+        let mut body = minimal();
+        body["model"] = json!("facebook/musicgen-melody");
+        body["melody"] = json!({"upload_id": "up_0190b7c28f9e"});
+        let req = parse(body.clone()).unwrap();
+        assert_eq!(req.model.as_deref(), Some("facebook/musicgen-melody"));
+        assert_eq!(
+            req.melody.map(|m| m.upload_id.to_string()).as_deref(),
+            Some("up_0190b7c28f9e")
+        );
+
+        body["type"] = json!("audio");
+        body["duration"] = json!(5);
+        let err = parse(body).unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            (ErrorCode::MelodyNotSupported, Some("melody"))
+        );
+
+        for (melody, code, field) in [
+            (json!({}), ErrorCode::MissingField, "melody.upload_id"),
+            (
+                json!({"upload_id": 3}),
+                ErrorCode::InvalidField,
+                "melody.upload_id",
+            ),
+            (
+                json!({"upload_id": "../x"}),
+                ErrorCode::UploadNotFound,
+                "melody.upload_id",
+            ),
+            (
+                json!({"upload_id": "up_1", "x": 1}),
+                ErrorCode::UnknownField,
+                "melody.x",
+            ),
+            (json!("up_1"), ErrorCode::InvalidField, "melody"),
+        ] {
+            let mut body = minimal();
+            body["melody"] = melody.clone();
+            let err = parse(body).unwrap_err();
+            assert_eq!(
+                (err.code, err.field.as_deref()),
+                (code, Some(field)),
+                "{melody}"
+            );
+        }
+        let mut body = minimal();
+        body["model"] = json!("");
+        assert_eq!(parse(body).unwrap_err().field.as_deref(), Some("model"));
+    }
+
+    #[test]
+    fn new_fields_at_their_defaults_keep_the_old_fingerprint() {
+        let plain = parse(minimal()).unwrap();
+        let mut body = minimal();
+        body["normalization"] = json!("none");
+        body["model"] = json!(null);
+        body["melody"] = json!(null);
+        assert_eq!(parse(body).unwrap().fingerprint(), plain.fingerprint());
+        // What a task stored before these fields existed still reads.
+        let stored = json!({"type": "music", "prompt": "p", "duration": 1.0, "samples": 1,
+            "user_id": "u", "params": GenerationParams::default(), "format": "wav",
+            "callback_url": null, "ttl_seconds": null});
+        let old: CallRequest = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(old.normalization, Normalization::None);
+        assert_eq!(serde_json::to_value(&old).unwrap(), stored);
+    }
+
+    #[test]
+    fn uploads_declare_an_allowed_type_and_a_size_within_the_limit() {
+        let limits = limits();
+        let ok = UploadRequest::parse(
+            &json!({"content_type": "audio/mpeg", "bytes": 1234}),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!((ok.format, ok.bytes), (UploadFormat::Mpeg, 1234));
+        let max = limits.max_upload_bytes;
+        assert!(
+            UploadRequest::parse(&json!({"content_type": "audio/wav", "bytes": max}), &limits)
+                .is_ok()
+        );
+        for (body, code, status) in [
+            (
+                json!({"content_type": "audio/wav", "bytes": max + 1}),
+                ErrorCode::UploadTooLarge,
+                413,
+            ),
+            (
+                json!({"content_type": "video/mp4", "bytes": 10}),
+                ErrorCode::UnsupportedUploadType,
+                422,
+            ),
+            (
+                json!({"content_type": "audio/wav", "bytes": 0}),
+                ErrorCode::InvalidField,
+                400,
+            ),
+            (
+                json!({"content_type": "audio/wav", "bytes": -5}),
+                ErrorCode::InvalidField,
+                400,
+            ),
+            (
+                json!({"content_type": "audio/wav", "bytes": 1.5}),
+                ErrorCode::InvalidField,
+                400,
+            ),
+            (
+                json!({"content_type": "audio/wav"}),
+                ErrorCode::MissingField,
+                400,
+            ),
+            (json!({"bytes": 10}), ErrorCode::MissingField, 400),
+            (
+                json!({"content_type": "audio/wav", "bytes": 1, "name": "x"}),
+                ErrorCode::UnknownField,
+                400,
+            ),
+        ] {
+            let err = UploadRequest::parse(&body, &limits).unwrap_err();
+            assert_eq!(err.code, code, "{body}");
+            assert_eq!(err.code.http_status(), Some(status), "{body}");
+        }
+        let schema = object_schema(UPLOAD_FIELDS, &limits);
+        assert_eq!(schema["properties"]["bytes"]["maximum"], json!(max));
+        assert_eq!(
+            schema["properties"]["content_type"]["enum"],
+            json!(["audio/wav", "audio/flac", "audio/mpeg", "audio/ogg"])
+        );
     }
 
     #[test]
@@ -930,6 +1252,8 @@ mod tests {
         for field in CALL_FIELDS.iter().filter(|f| !f.required) {
             let value = match field.name {
                 "params" => json!({"seed": 5}),
+                "model" => json!("facebook/musicgen-small"),
+                "melody" => json!({"upload_id": "up_1"}),
                 "callback_url" => json!("https://hooks.example.com/x"),
                 "ttl_seconds" => json!(60),
                 _ => field

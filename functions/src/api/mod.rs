@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use sound_creator_core::error_code::ErrorCode;
-use sound_creator_core::ports::SignedDownloads;
+use sound_creator_core::ports::{SignedDownloads, SignedUploads};
 use sound_creator_core::service::TaskService;
 use sound_creator_settings::ApiSettings;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -32,6 +32,9 @@ pub struct AppState {
     pub api: Arc<ApiSettings>,
     /// Present in the embedded mode, where the API serves presigned links.
     pub downloads: Option<Arc<dyn SignedDownloads>>,
+    /// Present in the embedded mode, where the API takes the presigned
+    /// upload PUTs (in AWS, S3 does).
+    pub uploads: Option<Arc<dyn SignedUploads>>,
     pub rate_limiter: Arc<RateLimiter>,
 }
 
@@ -46,8 +49,16 @@ impl AppState {
             service,
             api,
             downloads,
+            uploads: None,
             rate_limiter,
         }
+    }
+
+    /// Serve the presigned upload PUTs that `uploads` signs (the embedded
+    /// mode).
+    pub fn with_signed_uploads(mut self, uploads: Arc<dyn SignedUploads>) -> Self {
+        self.uploads = Some(uploads);
+        self
     }
 }
 
@@ -78,6 +89,14 @@ pub fn app(state: AppState) -> Router {
             "/v1/stats",
             get(routes::stats).fallback(routes::method_not_allowed),
         )
+        .route(
+            "/v1/uploads",
+            post(routes::create_upload).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/v1/models",
+            get(routes::models).fallback(routes::method_not_allowed),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_client_key,
@@ -96,7 +115,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/files/{*key}",
-            get(routes::download).fallback(routes::method_not_allowed),
+            get(routes::download)
+                .put(routes::upload_file)
+                .fallback(routes::method_not_allowed),
         )
         .merge(protected)
         .fallback(routes::not_found)

@@ -13,14 +13,15 @@ use utoipa::{Modify, OpenApi};
 use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::{Percentiles, RecentTask};
 use sound_creator_core::request::{
-    object_schema, query_parameters, AudioFormat, GenerationParams, CALL_FIELDS, GENERATE_FIELDS,
-    RESULT_FIELDS, STATS_FIELDS,
+    object_schema, query_parameters, GenerationParams, Normalization, OutputFormat, CALL_FIELDS,
+    GENERATE_FIELDS, RESULT_FIELDS, STATS_FIELDS, UPLOAD_FIELDS,
 };
 use sound_creator_core::settings::ServiceSettings;
 use sound_creator_core::task::{ModelFamily, TaskError, TaskStatus};
 use sound_creator_core::view::{
-    ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, OutputDocument, QueueDepthDocument,
-    StatsDocument, SubmitDocument, TaskDocument, TaskLinks,
+    ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, ModelDocument, ModelsDocument,
+    OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument, TaskLinks,
+    UploadDocument,
 };
 
 #[derive(OpenApi)]
@@ -33,12 +34,15 @@ use sound_creator_core::view::{
         super::routes::result_by_body,
         super::routes::cancel,
         super::routes::stats,
+        super::routes::create_upload,
+        super::routes::models,
         super::routes::health,
     ),
     components(schemas(
-        ModelFamily, TaskStatus, TaskError, ErrorCode, GenerationParams, AudioFormat, SubmitDocument,
-        TaskLinks, TaskDocument, OutputDocument, MetricsDocument, StatsDocument, Percentiles,
-        RecentTask, HealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
+        ModelFamily, TaskStatus, TaskError, ErrorCode, GenerationParams, OutputFormat, Normalization,
+        SubmitDocument, TaskLinks, TaskDocument, OutputDocument, MetricsDocument, StatsDocument,
+        Percentiles, RecentTask, HealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
+        UploadDocument, ModelDocument, ModelsDocument,
     )),
     modifiers(&BearerAuth),
 )]
@@ -57,10 +61,11 @@ impl Modify for BearerAuth {
 }
 
 /// Where each declared body goes: (path, method, component name, fields).
-const BODIES: [(&str, &str, &str, &[&sound_creator_core::request::Field]); 3] = [
+const BODIES: [(&str, &str, &str, &[&sound_creator_core::request::Field]); 4] = [
     ("/v1/call", "post", "CallRequest", CALL_FIELDS),
     ("/v1/generate", "post", "GenerateRequest", GENERATE_FIELDS),
     ("/v1/result", "post", "ResultRequest", RESULT_FIELDS),
+    ("/v1/uploads", "post", "UploadRequest", UPLOAD_FIELDS),
 ];
 
 /// The whole document, for this deployment's settings.

@@ -2,17 +2,22 @@
 //! task service, answer. The `#[utoipa::path]` attributes are the source of
 //! the OpenAPI document served at `/v1/openapi.json`.
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sound_creator_core::error_code::ErrorCode;
-use sound_creator_core::ports::Download;
-use sound_creator_core::request::{CallRequest, GenerateRequest, ResultRequest, StatsRequest};
+use sound_creator_core::media::UploadFormat;
+use sound_creator_core::ports::{Download, PutAuthorization, PutLink};
+use sound_creator_core::request::{
+    CallRequest, GenerateRequest, ResultRequest, StatsRequest, UploadRequest,
+};
 use sound_creator_core::service::Submitted;
 use sound_creator_core::task::Tenant;
 use sound_creator_core::view::{
-    ErrorDocument, HealthDocument, StatsDocument, SubmitDocument, TaskDocument,
+    ErrorDocument, HealthDocument, ModelsDocument, StatsDocument, SubmitDocument, TaskDocument,
+    UploadDocument,
 };
 
 use super::error::ApiError;
@@ -173,6 +178,40 @@ pub async fn stats(
     Ok(Json(state.service.stats(&tenant, request).await?))
 }
 
+/// Ask for a signed PUT link for a file a task will name (a melody); the
+/// bytes go straight to storage.
+#[utoipa::path(
+    post, path = "/v1/uploads", tag = "uploads",
+    responses(
+        (status = 201, description = "PUT the file's bytes to `url` with `headers`, then name `upload_id` in a task", body = UploadDocument),
+        (status = 400, body = ErrorDocument), (status = 401, body = ErrorDocument),
+        (status = 413, description = "Over MAX_UPLOAD_BYTES (`upload_too_large`)", body = ErrorDocument),
+        (status = 415, body = ErrorDocument),
+        (status = 422, description = "Not an allowed content type (`unsupported_upload_type`)", body = ErrorDocument),
+        (status = 503, body = ErrorDocument),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_upload(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = UploadRequest::parse(&body, &state.service.settings.limits)?;
+    let doc = state.service.create_upload(&tenant, request).await?;
+    Ok((StatusCode::CREATED, Json(doc)).into_response())
+}
+
+/// The models this deployment serves, per family, and what each can do.
+#[utoipa::path(
+    get, path = "/v1/models", tag = "service",
+    responses((status = 200, body = ModelsDocument), (status = 401, body = ErrorDocument)),
+    security(("bearer" = []))
+)]
+pub async fn models(State(state): State<AppState>) -> Json<ModelsDocument> {
+    Json(state.service.models())
+}
+
 /// Reachability of every backend and the depth of each queue. No auth.
 #[utoipa::path(
     get, path = "/health", tag = "service",
@@ -247,6 +286,117 @@ pub async fn download(
         )),
         Download::Missing => Err(ApiError::new(ErrorCode::NotFound, "no such file")),
     }
+}
+
+/// Takes the PUT of a presigned upload link of the embedded mode (local
+/// files). The link's signature covers the key, expiry, declared type and
+/// size: the request must carry that `Content-Type` and exactly that many
+/// bytes, read no further than that.
+pub async fn upload_file(
+    State(state): State<AppState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(uploads) = state.uploads.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "files are uploaded to storage directly here; use the url POST /v1/uploads gives",
+        ));
+    };
+    let (mut expires, mut content_type, mut bytes, mut signature) = (None, None, None, None);
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "expires" => expires = value.parse::<i64>().ok(),
+            "content_type" => content_type = Some(value.into_owned()),
+            "bytes" => bytes = value.parse::<u64>().ok(),
+            "signature" => signature = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let (Some(expires), Some(content_type), Some(bytes), Some(signature)) =
+        (expires, content_type, bytes, signature)
+    else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            "the link is missing its expiry, type, size or signature",
+        ));
+    };
+    let link = PutLink {
+        expires,
+        content_type,
+        bytes,
+        signature,
+    };
+    match uploads.authorize_put(&key, &link) {
+        PutAuthorization::Allowed => {}
+        PutAuthorization::Expired => {
+            return Err(ApiError::new(
+                ErrorCode::LinkExpired,
+                "this upload link has expired; ask POST /v1/uploads for a new one",
+            ))
+        }
+        PutAuthorization::Forbidden => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                "the link's signature does not match",
+            ))
+        }
+    }
+    let sent_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let same_type = UploadFormat::parse(sent_type)
+        .ok()
+        .is_some_and(|sent| sent.content_type() == link.content_type);
+    if !same_type {
+        return Err(ApiError::new(
+            ErrorCode::UploadTypeMismatch,
+            format!(
+                "this upload was declared as {}; send it with `Content-Type: {}`, not {sent_type:?}",
+                link.content_type, link.content_type
+            ),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::UploadTooLarge,
+            format!(
+                "this upload was declared as {} bytes; the body is longer",
+                link.bytes
+            ),
+        )
+    };
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > link.bytes) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(link.bytes).map_err(|_| too_large())?;
+    let received = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if received.len() as u64 != link.bytes {
+        return Err(ApiError::new(
+            ErrorCode::UploadSizeMismatch,
+            format!(
+                "this upload was declared as {} bytes; the body has {}",
+                link.bytes,
+                received.len()
+            ),
+        ));
+    }
+    state
+        .service
+        .ports
+        .blobs
+        .put(&key, received.to_vec(), &link.content_type)
+        .await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,6 +1,6 @@
-//! AWS backends: SQS for jobs, S3 for audio, DynamoDB for task records, plus
-//! Redis for temporary results and Postgres for statistics, as the seed
-//! keeps them.
+//! AWS backends: SQS for jobs, S3 for audio, DynamoDB for task and upload
+//! records, plus Redis for temporary results and Postgres for statistics, as
+//! the seed keeps them.
 //!
 //! One adapter module per backend, each implementing a port of
 //! `sound_creator_core::ports`, all built from one [`AwsSettings`]. Adapters
@@ -11,6 +11,7 @@
 //! Redis goes through a reconnecting `ConnectionManager`).
 
 pub mod dynamodb;
+pub mod dynamodb_uploads;
 pub mod postgres_stats;
 pub mod provision;
 pub mod redis_cache;
@@ -26,7 +27,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sound_creator_core::ports::{
-    Backend, BackendError, BlobStore, JobQueue, ResultCache, StatsStore, TaskStore,
+    Backend, BackendError, BlobStore, JobQueue, ResultCache, StatsStore, TaskStore, UploadStore,
 };
 
 pub use provision::provision;
@@ -37,6 +38,7 @@ pub use sound_creator_settings::{AwsSettings, Secret};
 pub struct AwsBackends {
     pub queue: Arc<dyn JobQueue>,
     pub tasks: Arc<dyn TaskStore>,
+    pub uploads: Arc<dyn UploadStore>,
     pub cache: Arc<dyn ResultCache>,
     pub stats: Arc<dyn StatsStore>,
     pub blobs: Arc<dyn BlobStore>,
@@ -55,6 +57,7 @@ impl AwsBackends {
         Ok(Self {
             queue: Arc::new(sqs::SqsQueue::new(&sdk, settings)),
             tasks: Arc::new(dynamodb::DynamoTasks::new(&sdk, settings)),
+            uploads: Arc::new(dynamodb_uploads::DynamoUploads::new(&sdk, settings)),
             cache: Arc::new(cache),
             stats: Arc::new(stats),
             blobs: Arc::new(s3::S3Blobs::new(&sdk, settings)),
@@ -68,6 +71,7 @@ impl AwsBackends {
     ) -> sound_creator_core::ports::Ports {
         sound_creator_core::ports::Ports {
             tasks: self.tasks,
+            uploads: self.uploads,
             queue: self.queue,
             cache: self.cache,
             stats: self.stats,

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sound_creator_core::ports::{
-    Backend, BackendError, BlobStore, Download, PortResult, PresignedUrl, SignedDownloads,
+    Backend, BackendError, BlobStore, Download, PortResult, PresignedUpload, PresignedUrl,
+    PutAuthorization, PutLink, SignedDownloads, SignedUploads,
 };
 use subtle::ConstantTimeEq;
 
@@ -185,6 +186,45 @@ impl LocalBlobs {
         let expected = self.signature(key, expires);
         !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
     }
+
+    fn put_signature(&self, key: &str, expires: i64, content_type: &str, bytes: u64) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+            return String::new();
+        };
+        for part in [
+            "PUT",
+            key,
+            &expires.to_string(),
+            content_type,
+            &bytes.to_string(),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Link expiry `expires_in` from now, as unix seconds and a time.
+    fn expiry(expires_in: Duration) -> PortResult<(i64, DateTime<Utc>)> {
+        let seconds = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
+        let expires = Utc::now().timestamp().saturating_add(seconds);
+        let expires_at = DateTime::from_timestamp(expires, 0)
+            .ok_or_else(|| unavailable(format!("link expiry {expires} is out of range")))?;
+        Ok((expires, expires_at))
+    }
+}
+
+/// `value` as a query component (RFC 3986 unreserved characters kept).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn trim_base(url: &str) -> String {
@@ -228,12 +268,50 @@ impl BlobStore for LocalBlobs {
         Err(unavailable(format!("failed to store blob {key}: {failed}")))
     }
 
+    async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(format!("failed to read blob {key}: {e}"))),
+        }
+    }
+
+    async fn size(&self, key: &str) -> PortResult<Option<u64>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(format!("failed to look at blob {key}: {e}"))),
+        }
+    }
+
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        bytes: u64,
+        expires_in: Duration,
+    ) -> PortResult<PresignedUpload> {
+        self.path_of(key)?;
+        let (expires, expires_at) = Self::expiry(expires_in)?;
+        let url = format!(
+            "{}/v1/files/{key}?expires={expires}&content_type={}&bytes={bytes}&signature={}",
+            self.public_base_url(),
+            query_escape(content_type),
+            self.put_signature(key, expires, content_type, bytes)
+        );
+        Ok(PresignedUpload {
+            url,
+            headers: [("Content-Type".to_owned(), content_type.to_owned())].into(),
+            expires_at,
+        })
+    }
+
     async fn presign_get(&self, key: &str, expires_in: Duration) -> PortResult<PresignedUrl> {
         self.path_of(key)?;
-        let seconds = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
-        let expires = Utc::now().timestamp().saturating_add(seconds);
-        let expires_at = DateTime::from_timestamp(expires, 0)
-            .ok_or_else(|| unavailable(format!("link expiry {expires} is out of range")))?;
+        let (expires, expires_at) = Self::expiry(expires_in)?;
         let url = format!(
             "{}/v1/files/{key}?expires={expires}&signature={}",
             self.public_base_url(),
@@ -276,6 +354,23 @@ impl SignedDownloads for LocalBlobs {
     }
 }
 
+impl SignedUploads for LocalBlobs {
+    fn authorize_put(&self, key: &str, link: &PutLink) -> PutAuthorization {
+        if validate_blob_key(key).is_err() {
+            return PutAuthorization::Forbidden;
+        }
+        let expected = self.put_signature(key, link.expires, &link.content_type, link.bytes);
+        if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(link.signature.as_bytes()))
+        {
+            return PutAuthorization::Forbidden;
+        }
+        if link.expires < Utc::now().timestamp() {
+            return PutAuthorization::Expired;
+        }
+        PutAuthorization::Allowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +402,12 @@ mod tests {
         assert_eq!(unhex("0g"), None);
         assert_eq!(unhex("+f"), None);
         assert_eq!(unhex("abc"), None);
+    }
+
+    #[test]
+    fn query_components_are_escaped() {
+        assert_eq!(query_escape("audio/mpeg"), "audio%2Fmpeg");
+        assert_eq!(query_escape("a b&c=d"), "a%20b%26c%3Dd");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Embedded backends: SQLite for tasks, stats, the result cache and a durable
-//! job queue; local files for audio.
+//! Embedded backends: SQLite for tasks, uploads, stats, the result cache and
+//! a durable job queue; local files for audio.
 //!
 //! Everything lives under one data directory (`sound-creator.db` in WAL mode,
 //! `blobs/`, `download.key`), so the whole service runs on one machine with
@@ -25,6 +25,7 @@ mod db;
 mod queue;
 mod stats;
 mod tasks;
+mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use cache::SqliteResultCache;
 pub use queue::{DeadLetter, SqliteQueue};
 pub use stats::SqliteStats;
 pub use tasks::SqliteTasks;
+pub use uploads::SqliteUploads;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "sound-creator.db";
@@ -116,6 +118,7 @@ pub struct EmbeddedStore {
     data_dir: PathBuf,
     db: Arc<Database>,
     tasks: Arc<SqliteTasks>,
+    uploads: Arc<SqliteUploads>,
     queue: Arc<SqliteQueue>,
     cache: Arc<SqliteResultCache>,
     stats: Arc<SqliteStats>,
@@ -154,6 +157,7 @@ impl EmbeddedStore {
         Ok(Self {
             data_dir: data_dir.to_owned(),
             tasks: Arc::new(SqliteTasks::new(db.clone())),
+            uploads: Arc::new(SqliteUploads::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(
                 db.clone(),
                 options.visibility_timeout,
@@ -179,6 +183,11 @@ impl EmbeddedStore {
         self.tasks.clone()
     }
 
+    /// `UploadStore`.
+    pub fn uploads(&self) -> Arc<SqliteUploads> {
+        self.uploads.clone()
+    }
+
     /// `JobQueue` (plus `dead_letters` for operators and tests).
     pub fn queue(&self) -> Arc<SqliteQueue> {
         self.queue.clone()
@@ -194,8 +203,8 @@ impl EmbeddedStore {
         self.stats.clone()
     }
 
-    /// Both `BlobStore` and `SignedDownloads`: the API serves the links that
-    /// this same handle signs.
+    /// `BlobStore`, `SignedDownloads` and `SignedUploads`: the API serves the
+    /// links that this same handle signs.
     pub fn blobs(&self) -> Arc<LocalBlobs> {
         self.blobs.clone()
     }
@@ -210,6 +219,7 @@ impl EmbeddedStore {
     pub fn ports(&self, callbacks: Arc<dyn CallbackSender>) -> Ports {
         Ports {
             tasks: self.tasks(),
+            uploads: self.uploads(),
             queue: self.queue(),
             cache: self.cache(),
             stats: self.stats(),

@@ -13,3 +13,4 @@ mod redis_cache;
 mod s3;
 mod sqs;
 mod task_protection;
+mod uploads;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sound_creator_aws::AwsSettings;
-use sound_creator_core::request::{AudioFormat, GenerationParams, TaskRequest};
+use sound_creator_core::request::{GenerationParams, OutputFormat, TaskRequest};
 use sound_creator_core::task::{CallbackState, ModelFamily, Task, TaskId, TaskStatus, Tenant};
 
 const HOW_TO_START: &str =
@@ -126,7 +126,10 @@ pub fn task(tenant: &Tenant, samples: u8) -> Task {
         samples,
         user_id: "user-42".into(),
         params: GenerationParams::default(),
-        format: AudioFormat::Wav,
+        format: OutputFormat::Wav,
+        normalization: Default::default(),
+        model: None,
+        melody: None,
         callback_url: None,
         ttl_seconds: None,
     };

@@ -12,3 +12,4 @@ mod queue;
 mod stats;
 mod support;
 mod tasks;
+mod uploads;

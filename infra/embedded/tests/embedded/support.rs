@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sound_creator_core::request::{AudioFormat, GenerationParams, TaskRequest};
+use sound_creator_core::request::{GenerationParams, OutputFormat, TaskRequest};
 use sound_creator_core::task::{CallbackState, ModelFamily, Task, TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
 
@@ -36,7 +36,10 @@ pub fn task_at(tenant: &str, idempotency_key: Option<&str>, created_at: DateTime
         samples: 1,
         user_id: "user-42".to_owned(),
         params: GenerationParams::default(),
-        format: AudioFormat::Wav,
+        format: OutputFormat::Wav,
+        normalization: Default::default(),
+        model: None,
+        melody: None,
         callback_url: None,
         ttl_seconds: None,
     };
