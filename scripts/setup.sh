@@ -56,6 +56,10 @@ esac
     log "installing soundfile into $VENV (the independent decoder of the audio format tests)"
     "$VENV/bin/pip" install -q --no-cache-dir soundfile >&2
 }
+"$VENV/bin/python" -c "import schemathesis" 2>/dev/null || {
+    log "installing schemathesis into $VENV (schema-driven fuzzing of the API: tests/schemathesis/run.sh)"
+    "$VENV/bin/pip" install -q --no-cache-dir "schemathesis==4.32.5" >&2
+}
 
 TORCH_LIB="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 cat <<ENV

@@ -2,9 +2,9 @@
 # Sets up and runs every test: installs what is missing (toolchains, libtorch
 # through pip, redis-server, PostgreSQL, moto), starts the real servers on
 # loopback (tests/env/up.sh), runs the whole workspace's tests against them,
-# the lints, and the deployment files' linters (tests/lint-deploy.sh:
-# terraform fmt, checkov, hadolint, docker-compose), then tears the servers
-# down.
+# schemathesis against `serve` (tests/schemathesis/run.sh), the lints, and
+# the deployment files' linters (tests/lint-deploy.sh: terraform fmt,
+# checkov, hadolint, docker-compose), then tears the servers down.
 #
 #   bash tests/run-all.sh
 set -euo pipefail
@@ -35,6 +35,9 @@ step "tests"
 disk
 cargo test --workspace --no-fail-fast
 disk
+
+step "schema-driven fuzzing (schemathesis against serve)"
+bash tests/schemathesis/run.sh
 
 # The test executables are the bulk of the build and clippy does not use them.
 find target/debug/deps -maxdepth 1 -type f -executable -delete 2>/dev/null || true

@@ -20,8 +20,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use safetensors::tensor::{Dtype, Metadata};
 use tch::{Kind, Tensor};
+
+use crate::safetensors_header;
 
 pub use crate::hub::resolve_model_dir;
 
@@ -33,10 +35,6 @@ pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 pub const CONFIG_FILE: &str = "config.json";
 /// Name of the (fast) tokenizer definition.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-
-/// The safetensors crate refuses headers above 100 MB; so do we, before
-/// allocating a buffer for one.
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Why a checkpoint could not be found, read or loaded. Each message is one
 /// line and names the file (and tensor) at fault, because it ends up in job
@@ -148,60 +146,16 @@ impl WeightFile {
         let file_len = file.metadata().map_err(|e| LoadError::io(path, e))?.len();
 
         let mut len_bytes = [0u8; 8];
-        if file_len < 8 {
-            return Err(corrupt(format!(
-                "file is {file_len} bytes, shorter than the 8-byte header length"
-            )));
+        if file_len >= 8 {
+            file.read_exact(&mut len_bytes)
+                .map_err(|e| LoadError::io(path, e))?;
         }
-        file.read_exact(&mut len_bytes)
-            .map_err(|e| LoadError::io(path, e))?;
-        let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
-            return Err(corrupt(format!(
-                "header claims {header_len} bytes but the file is {file_len} bytes"
-            )));
-        }
+        let header_len = safetensors_header::header_len(len_bytes, file_len).map_err(corrupt)?;
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header)
             .map_err(|e| LoadError::io(path, e))?;
-        let header =
-            std::str::from_utf8(&header).map_err(|_| corrupt("header is not UTF-8".to_owned()))?;
-        let metadata: Metadata = serde_json::from_str(header)
-            .map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
-
-        // Same checks as the crate's private `Metadata::validate`: tensors
-        // tile the data section back to back, each exactly as large as its
-        // shape and dtype say, and the data section ends where the file ends.
-        let mut infos: Vec<(String, &TensorInfo)> = metadata.tensors().into_iter().collect();
-        infos.sort_by_key(|(_, info)| info.data_offsets);
-        let mut end = 0usize;
-        for (name, info) in &infos {
-            let (begin, stop) = info.data_offsets;
-            if begin != end || stop < begin {
-                return Err(corrupt(format!("tensor `{name}` has invalid data offsets")));
-            }
-            let bytes = info
-                .shape
-                .iter()
-                .try_fold(info.dtype.size(), |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| corrupt(format!("tensor `{name}` is too large")))?;
-            if stop - begin != bytes {
-                return Err(corrupt(format!(
-                    "tensor `{name}` has {} bytes for shape {:?} {:?}",
-                    stop - begin,
-                    info.shape,
-                    info.dtype
-                )));
-            }
-            end = stop;
-        }
+        let metadata = safetensors_header::metadata(&header, file_len).map_err(corrupt)?;
         let data_start = 8 + header_len;
-        let expected_len = data_start + end as u64;
-        if expected_len != file_len {
-            return Err(corrupt(format!(
-                "header describes {expected_len} bytes but the file is {file_len} bytes"
-            )));
-        }
         Ok(WeightFile {
             path: path.to_path_buf(),
             data_start,

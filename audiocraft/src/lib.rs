@@ -16,6 +16,7 @@ pub mod engine;
 pub mod gemv;
 pub mod generation;
 pub mod hub;
+pub mod safetensors_header;
 pub mod sampling;
 pub mod t5;
 pub mod tokenizer;

@@ -1,7 +1,8 @@
 //! Running the service's parts: the API on a TCP listener, worker loops and
 //! the completion loop, all stopped cleanly by Ctrl-C or SIGTERM (what ECS
 //! and systemd send): the API stops accepting, in-flight requests finish,
-//! a running job stops at its next decoding step and goes back to the queue.
+//! a running job stops at its next decoding step and goes back to the queue,
+//! and a `/v1/generate` waiter gets its `202` at once.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use sound_creator_core::models::{DeployedModel, DeployedModels};
 use sound_creator_core::service::TaskService;
 use sound_creator_core::task::ModelFamily;
 use sound_creator_functions::api::{app, AppState};
+use sound_creator_functions::connections::{self, ConnectionLimits};
 use sound_creator_settings::Settings;
 use sound_creator_worker::{CompletionLoop, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -198,6 +200,15 @@ pub async fn serve_with(
     }
 
     let service = Arc::new(TaskService::new(backends.ports.clone(), service_settings));
+    {
+        // A pending `/v1/generate` answers its 202 at once on SIGTERM,
+        // instead of holding the shutdown up for up to a minute.
+        let (service, stop) = (service.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            service.stop_waiting();
+        });
+    }
     let mut state = AppState::new(
         service,
         Arc::new(settings.api.clone()),
@@ -214,10 +225,13 @@ pub async fn serve_with(
         backends.label
     );
     let stop = shutdown.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("the HTTP server failed")?;
+    connections::serve(
+        listener,
+        router,
+        ConnectionLimits::of(&settings.api),
+        async move { stop.cancelled().await },
+    )
+    .await;
     shutdown.cancel();
     while loops.join_next().await.is_some() {}
     Ok(())

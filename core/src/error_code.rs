@@ -110,6 +110,8 @@ error_codes! {
     NotFound = "not_found", Some(404);
     /// The route does not take this method.
     MethodNotAllowed = "method_not_allowed", Some(405);
+    /// The request's body did not arrive within HTTP_BODY_TIMEOUT_MS.
+    RequestTimeout = "request_timeout", Some(408);
     /// The task is already final (e.g. a cancel after it finished).
     TaskAlreadyFinal = "task_already_final", Some(409);
     /// The Idempotency-Key was used before with another body.

@@ -6,6 +6,7 @@
 //! implements. This crate must never talk to a network, a database or a GPU:
 //! everything outside comes in through a port.
 
+pub mod admission;
 pub mod audio;
 pub mod completion;
 pub mod error_code;
@@ -16,6 +17,7 @@ pub mod messages;
 pub mod models;
 pub mod ports;
 pub mod records;
+pub mod redact;
 pub mod request;
 pub mod service;
 pub mod settings;

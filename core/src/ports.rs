@@ -457,8 +457,9 @@ pub struct WebhookDelivery {
     pub body: String,
 }
 
+/// Its message shows the URL without its credentials (`redact::url`).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("callback to {url} failed: {reason}")]
+#[error("callback to {} failed: {reason}", crate::redact::url(.url))]
 pub struct CallbackError {
     pub url: String,
     pub reason: String,

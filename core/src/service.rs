@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
 
+use crate::admission::QueueAdmission;
 use crate::error_code::ErrorCode;
 use crate::messages::{encode, Job};
 use crate::models::DeployedModel;
@@ -76,11 +77,28 @@ impl ServiceError {
 pub struct TaskService {
     pub ports: Ports,
     pub settings: Arc<ServiceSettings>,
+    admission: QueueAdmission,
+    /// `true` once the process is stopping: `/v1/generate` waiters answer
+    /// at once instead of holding the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl TaskService {
     pub fn new(ports: Ports, settings: Arc<ServiceSettings>) -> Self {
-        Self { ports, settings }
+        Self {
+            ports,
+            settings,
+            admission: QueueAdmission::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The process is stopping (SIGTERM): every `/v1/generate` waiter, now
+    /// and later, gets its task's current state (a `202` to keep polling)
+    /// at once, so the server can drain within the orchestrator's grace
+    /// period. The tasks themselves are durable and carry on elsewhere.
+    pub fn stop_waiting(&self) {
+        self.stopping.send_replace(true);
     }
 
     fn result_ttl(&self) -> ChronoDuration {
@@ -123,12 +141,22 @@ impl TaskService {
         if let Some(model) = model {
             request.model = Some(model.id.clone());
         }
-        if let Some(max) = self.settings.max_queued_jobs {
-            let depth = self.ports.queue.depth(QueueName::Jobs(family)).await?;
-            if depth.queued + u64::from(request.samples) > max {
-                return Err(ServiceError::QueueFull(family));
-            }
-        }
+        // Held until the jobs are queued (or the submit fails): see
+        // `admission` for why the cap needs it.
+        let _reservation = match self.settings.max_queued_jobs {
+            Some(max) => Some(
+                self.admission
+                    .reserve(
+                        self.ports.queue.as_ref(),
+                        family,
+                        u64::from(request.samples),
+                        max,
+                    )
+                    .await?
+                    .ok_or(ServiceError::QueueFull(family))?,
+            ),
+            None => None,
+        };
 
         let now = Utc::now();
         let callback_url = request
@@ -477,21 +505,29 @@ impl TaskService {
         let local = self.ports.finals.completion_is_local();
         let mut subscription = TaskId::parse(raw_id).map(|id| self.ports.finals.subscribe(&id));
         let mut pause = Duration::from_millis(5);
+        let mut stopping = self.stopping.subscribe();
         loop {
             let doc = self.result(tenant, raw_id).await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if doc.status.is_final() || left.is_zero() {
+            if doc.status.is_final() || left.is_zero() || *stopping.borrow_and_update() {
                 return Ok(doc);
             }
-            match subscription.as_mut() {
-                Some(subscription) if local => {
-                    let pause = left.min(Duration::from_secs(1));
-                    let _ = tokio::time::timeout(pause, subscription.signalled()).await;
+            let waited = async {
+                match subscription.as_mut() {
+                    Some(subscription) if local => {
+                        let pause = left.min(Duration::from_secs(1));
+                        let _ = tokio::time::timeout(pause, subscription.signalled()).await;
+                    }
+                    _ => {
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = (pause * 2).min(Duration::from_millis(25));
+                    }
                 }
-                _ => {
-                    tokio::time::sleep(pause.min(left)).await;
-                    pause = (pause * 2).min(Duration::from_millis(25));
-                }
+            };
+            tokio::select! {
+                () = waited => {}
+                // Read the state once more and answer with it.
+                _ = stopping.changed() => {}
             }
         }
     }

@@ -2,4 +2,5 @@
 //! Lambda entry points' shared code. Nothing here links libtorch.
 
 pub mod api;
+pub mod connections;
 pub mod lambda;

@@ -55,6 +55,12 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Per client key; 0 turns the limit off.
     pub rate_limit_per_minute: u32,
+    /// Time a connection has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a request's body has to arrive.
+    pub body_timeout: Duration,
+    /// Client connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +552,9 @@ impl Reader<'_> {
             client_keys: ClientKeys::new(keys),
             max_body_bytes: self.parse(&vars::MAX_BODY_BYTES)?,
             rate_limit_per_minute: self.parse(&vars::RATE_LIMIT_PER_MINUTE)?,
+            header_timeout: self.millis(&vars::HTTP_HEADER_TIMEOUT_MS)?,
+            body_timeout: self.millis(&vars::HTTP_BODY_TIMEOUT_MS)?,
+            max_connections: self.parse::<usize>(&vars::MAX_CONNECTIONS)?.max(1),
         })
     }
 

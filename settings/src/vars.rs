@@ -85,6 +85,12 @@ vars! {
         "Request body limit; larger bodies answer 413.";
     RATE_LIMIT_PER_MINUTE = "RATE_LIMIT_PER_MINUTE", Some("0"), Api, false,
         "Requests a minute per client key (0: no limit); over it, 429 with Retry-After.";
+    HTTP_HEADER_TIMEOUT_MS = "HTTP_HEADER_TIMEOUT_MS", Some("10000"), Api, false,
+        "How long a connection may take to send a request's headers before it is closed (slow clients, slowloris).";
+    HTTP_BODY_TIMEOUT_MS = "HTTP_BODY_TIMEOUT_MS", Some("30000"), Api, false,
+        "How long a request's body may take to arrive; slower bodies answer 408 `request_timeout`.";
+    MAX_CONNECTIONS = "MAX_CONNECTIONS", Some("1024"), Api, false,
+        "Open client connections the API serves at once; more wait to be accepted.";
     MAX_PROMPT_LEN = "MAX_PROMPT_LEN", Some("100"), Tasks, false,
         "Prompt limit, in Unicode characters.";
     MAX_DURATION = "MAX_DURATION", Some("30"), Tasks, false,

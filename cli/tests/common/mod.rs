@@ -38,7 +38,29 @@ pub struct App {
     env: Vec<(String, String)>,
     subcommand: &'static str,
     extra_args: Vec<String>,
+    /// Where stderr goes when the test reads the service's log (appended
+    /// to across restarts); inherited otherwise.
+    pub log: Option<PathBuf>,
     pub client: reqwest::Client,
+}
+
+/// The test settings plus `extra_env` (which wins).
+fn test_env(extra_env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("MARKETPLACE_TOKEN".into(), TOKEN.into()),
+        ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
+        ("MUSIC_GEN_MODEL".into(), tiny_model().display().to_string()),
+        ("MODEL_DEVICE".into(), "cpu".into()),
+        ("CALLBACK_ALLOWED_HOSTS".into(), "127.0.0.1".into()),
+        ("CALLBACK_RETRY_BASE_MS".into(), "200".into()),
+        ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    for (k, v) in extra_env {
+        env.retain(|(name, _)| name != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
 }
 
 impl App {
@@ -59,22 +81,44 @@ impl App {
         data_dir: &Path,
         extra_env: &[(&str, &str)],
     ) -> App {
-        let mut env: Vec<(String, String)> = vec![
-            ("MARKETPLACE_TOKEN".into(), TOKEN.into()),
-            ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
-            ("MUSIC_GEN_MODEL".into(), tiny_model().display().to_string()),
-            ("MODEL_DEVICE".into(), "cpu".into()),
-            ("CALLBACK_ALLOWED_HOSTS".into(), "127.0.0.1".into()),
-            ("CALLBACK_RETRY_BASE_MS".into(), "200".into()),
-            ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
-            ("RUST_LOG".into(), "info".into()),
-        ];
-        for (k, v) in extra_env {
-            env.retain(|(name, _)| name != k);
-            env.push((k.to_string(), v.to_string()));
-        }
         let args = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::start(subcommand, args, data_dir.to_path_buf(), env)
+        Self::start(subcommand, args, data_dir.to_path_buf(), test_env(extra_env), None)
+    }
+
+    /// `serve` with its log (stderr, no colours) kept in `log`.
+    pub fn spawn_logged(data_dir: &Path, extra_env: &[(&str, &str)], log: PathBuf) -> App {
+        Self::start("serve", Vec::new(), data_dir.to_path_buf(), test_env(extra_env), Some(log))
+    }
+
+    /// The service's log so far (see [`App::spawn_logged`]).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGTERM, what ECS and Docker send before SIGKILL.
+    pub fn terminate(&self) {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .expect("run sh -c kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status, once the process has exited within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start(
@@ -82,6 +126,7 @@ impl App {
         extra_args: Vec<String>,
         data_dir: PathBuf,
         env: Vec<(String, String)>,
+        log: Option<PathBuf>,
     ) -> App {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sound-creator"));
         command
@@ -93,6 +138,14 @@ impl App {
             .env_remove("DEPLOYED_TYPES")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(log) = &log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log file");
+            command.stderr(file).env("NO_COLOR", "1");
+        }
         for (k, v) in &env {
             command.env(k, v);
         }
@@ -114,6 +167,7 @@ impl App {
             env,
             subcommand,
             extra_args,
+            log,
             client: reqwest::Client::new(),
         }
     }
@@ -128,12 +182,13 @@ impl App {
     pub fn restart_as(mut self, subcommand: &'static str) -> App {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (data_dir, env, args) = (
+        let (data_dir, env, args, log) = (
             self.data_dir.clone(),
             std::mem::take(&mut self.env),
             std::mem::take(&mut self.extra_args),
+            self.log.take(),
         );
-        Self::start(subcommand, args, data_dir, env)
+        Self::start(subcommand, args, data_dir, env, log)
     }
 
     pub fn url(&self, path: &str) -> String {

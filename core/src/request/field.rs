@@ -325,8 +325,24 @@ impl Field {
             } => {
                 let min = min_chars.max(usize::from(blank.is_some()));
                 let mut s = json!({"type": "string", "minLength": min, "maxLength": max_chars.schema_value(limits)});
+                // Patterns in the subset ECMA-262 and Python's `re` share,
+                // so schema-driven clients read them as the parser does.
+                let mut patterns = Vec::new();
                 if printable {
-                    s["pattern"] = json!("^[^\\p{Cc}]*$");
+                    patterns.push(format!("^[^{CONTROL}]*$"));
+                }
+                if blank.is_some() {
+                    patterns.push(format!("[^\\s{CONTROL}{INVISIBLE}]"));
+                }
+                match patterns.as_slice() {
+                    [] => {}
+                    [one] => s["pattern"] = json!(one),
+                    many => {
+                        s["allOf"] = json!(many
+                            .iter()
+                            .map(|p| json!({"pattern": p}))
+                            .collect::<Vec<_>>())
+                    }
                 }
                 s
             }
@@ -444,6 +460,12 @@ impl<'a> Body<'a> {
         self.object.get(name)
     }
 }
+
+/// `char::is_control`'s characters, as a regex class body.
+const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
+/// The zero-width and invisible characters [`is_visible`] refuses besides
+/// blanks and controls, as a regex class body.
+const INVISIBLE: &str = "\\u00ad\\u180e\\u200b-\\u200f\\u2060-\\u2064\\ufeff";
 
 /// Blank and zero-width characters do not make a prompt.
 fn is_visible(c: char) -> bool {

@@ -11,18 +11,57 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::task::Tenant;
 
 use super::error::ApiError;
 use super::AppState;
 
+/// What every protected route may answer before its handler runs; the
+/// OpenAPI document lists these on each of them.
+pub const REFUSALS: [ErrorCode; 2] = [ErrorCode::Unauthorized, ErrorCode::RateLimited];
+
 pub async fn require_client_key(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Response {
+    match admit(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err((req, err)) => refuse_unread(req, err, state.api.max_body_bytes).await,
+    }
+}
+
+/// How long a refused request's body may take to arrive before the
+/// connection is closed instead.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers a request refused before its body was read. Left unread, the
+/// body would sit in the connection in front of the client's next request:
+/// hyper then drops the connection without a `Connection: close`, and a
+/// keep-alive client's next request fails on a broken pipe. So the body is
+/// read and thrown away when it is within `MAX_BODY_BYTES` and arrives
+/// promptly; otherwise the answer says `Connection: close`.
+async fn refuse_unread(req: Request, err: ApiError, limit: usize) -> Response {
+    let drained = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        axum::body::to_bytes(req.into_body(), limit),
+    )
+    .await;
+    let mut response = err.into_response();
+    if !matches!(drained, Ok(Ok(_))) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// The request with its tenant, or the request back with why it is refused.
+#[allow(clippy::result_large_err)] // the request travels back to be drained
+async fn admit(state: &AppState, mut req: Request) -> Result<Request, (Request, ApiError)> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -32,25 +71,26 @@ pub async fn require_client_key(
             scheme
                 .eq_ignore_ascii_case("bearer")
                 .then(|| token.trim().to_owned())
-        })
-        .ok_or_else(ApiError::unauthorized)?;
-    let tenant = state
-        .api
-        .client_keys
-        .tenant_for(&presented)
-        .ok_or_else(ApiError::unauthorized)?;
+        });
+    let Some(presented) = presented else {
+        return Err((req, ApiError::unauthorized()));
+    };
+    let Some(tenant) = state.api.client_keys.tenant_for(&presented) else {
+        return Err((req, ApiError::unauthorized()));
+    };
     if let Err(wait_seconds) = state.rate_limiter.admit(&tenant) {
-        return Err(ApiError::new(
+        let err = ApiError::new(
             ErrorCode::RateLimited,
             format!(
                 "too many requests for this client key; the limit is {} a minute",
                 state.rate_limiter.per_minute
             ),
         )
-        .with_retry_after(wait_seconds));
+        .with_retry_after(wait_seconds);
+        return Err((req, err));
     }
     req.extensions_mut().insert(tenant);
-    Ok(next.run(req).await)
+    Ok(req)
 }
 
 /// A token bucket per tenant: `per_minute` requests a minute, bursting up to

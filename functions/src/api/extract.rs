@@ -14,8 +14,19 @@ use super::error::ApiError;
 use super::AppState;
 
 /// A JSON body: `415` when it is not declared as JSON, `413` over
-/// `MAX_BODY_BYTES`, `400` when it does not parse or repeats a key.
+/// `MAX_BODY_BYTES`, `408` when it is slower than `HTTP_BODY_TIMEOUT_MS`,
+/// `400` when it does not parse or repeats a key.
 pub struct JsonBody(pub Value);
+
+/// What a route with a JSON body may answer before the body's fields are
+/// looked at; the OpenAPI document lists these on each such route.
+pub const JSON_BODY_REFUSALS: [ErrorCode; 5] = [
+    ErrorCode::InvalidJson,
+    ErrorCode::RequestTimeout,
+    ErrorCode::BodyTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::BadRequest,
+];
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
@@ -55,10 +66,59 @@ impl FromRequest<AppState> for JsonBody {
                 return Err(too_large());
             }
         }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+        let bytes: Bytes = read_body(req.into_body(), limit, state.api.body_timeout)
             .await
-            .map_err(|_| too_large())?;
+            .map_err(|e| match e {
+                BodyError::TooLong => too_large(),
+                other => other.into(),
+            })?;
         Ok(JsonBody(parse_json(&bytes)?))
+    }
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Longer than the limit.
+    TooLong,
+    /// Not all there within the body timeout (a slow or stalled client).
+    TimedOut,
+    /// The connection broke off mid-body.
+    Broken,
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLong => ApiError::new(ErrorCode::BodyTooLarge, "the body is too large"),
+            BodyError::TimedOut => ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            ),
+            BodyError::Broken => ApiError::new(ErrorCode::BadRequest, "the request body broke off"),
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout`: a client
+/// that sends half a body and stops holds a connection for `timeout` at most.
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_long {
+                BodyError::TooLong
+            } else {
+                BodyError::Broken
+            })
+        }
     }
 }
 

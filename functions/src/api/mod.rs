@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use sound_creator_core::error_code::ErrorCode;
+use sound_creator_core::redact;
 use sound_creator_core::ports::{SignedDownloads, SignedUploads};
 use sound_creator_core::service::TaskService;
 use sound_creator_settings::ApiSettings;
@@ -63,7 +64,10 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
-    let openapi = Arc::new(openapi::document(&state.service.settings));
+    let openapi = Arc::new(openapi::document(
+        &state.service.settings,
+        state.downloads.is_some(),
+    ));
     let protected = Router::new()
         .route(
             "/v1/call",
@@ -111,7 +115,8 @@ pub fn app(state: AppState) -> Router {
             get(move || {
                 let openapi = openapi.clone();
                 async move { Json(openapi.as_ref().clone()) }
-            }),
+            })
+            .fallback(routes::method_not_allowed),
         )
         .route(
             "/v1/files/{*key}",
@@ -129,5 +134,16 @@ pub fn app(state: AppState) -> Router {
             )
             .into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            // The default span logs the whole URI; a signed link's query is
+            // a credential until it expires.
+            TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                let target = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| redact::target(p.as_str()))
+                    .unwrap_or_default();
+                tracing::debug_span!("request", method = %req.method(), uri = %target)
+            }),
+        )
 }

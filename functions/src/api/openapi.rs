@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::{auth, extract};
+
 use sound_creator_core::error_code::ErrorCode;
+use sound_creator_core::models::DeployedModel;
 use sound_creator_core::ports::{Percentiles, RecentTask};
 use sound_creator_core::request::{
     object_schema, query_parameters, GenerationParams, Normalization, OutputFormat, CALL_FIELDS,
@@ -68,9 +71,19 @@ const BODIES: [(&str, &str, &str, &[&sound_creator_core::request::Field]); 4] = 
     ("/v1/uploads", "post", "UploadRequest", UPLOAD_FIELDS),
 ];
 
-/// The whole document, for this deployment's settings.
-pub fn document(settings: &ServiceSettings) -> Value {
+/// The file routes of the embedded mode, where the API serves the signed
+/// links itself (in AWS they point at S3).
+#[derive(OpenApi)]
+#[openapi(paths(super::routes::download, super::routes::upload_file))]
+struct FilesDoc;
+
+/// The whole document, for this deployment's settings; `serves_files` when
+/// this API serves the signed download and upload links (`/v1/files/...`).
+pub fn document(settings: &ServiceSettings, serves_files: bool) -> Value {
     let mut openapi = ApiDoc::openapi();
+    if serves_files {
+        openapi.merge(FilesDoc::openapi());
+    }
     openapi.info.title = settings.api_name.clone();
     openapi.info.version = settings.api_version.clone();
     let mut doc = serde_json::to_value(&openapi).unwrap_or_else(|_| json!({}));
@@ -83,7 +96,122 @@ pub fn document(settings: &ServiceSettings) -> Value {
         });
     }
     doc["paths"]["/v1/stats"]["get"]["parameters"] = json!(query_parameters(STATS_FIELDS, limits));
+    for name in ["CallRequest", "GenerateRequest"] {
+        narrow_to_deployment(&mut doc["components"]["schemas"][name], settings);
+    }
+    add_common_answers(&mut doc);
     doc
+}
+
+/// The values a submit can take on this deployment, from the same settings
+/// the task service checks: only the deployed families, models and (when
+/// a melody model is deployed) `melody`; `callback_url` only to the allowed
+/// hosts, and not at all when there are none.
+fn narrow_to_deployment(schema: &mut Value, settings: &ServiceSettings) {
+    let Some(properties) = schema["properties"].as_object_mut() else {
+        return;
+    };
+    let families: Vec<&str> = settings.deployed.iter().map(|f| f.as_str()).collect();
+    if let Some(kind) = properties.get_mut("type") {
+        kind["enum"] = json!(families);
+    }
+    let models = settings.models.all();
+    let deployed: Vec<&DeployedModel> = models
+        .iter()
+        .filter(|m| settings.deployed.contains(&m.family))
+        .collect();
+    if let Some(model) = properties.get_mut("model").filter(|_| !deployed.is_empty()) {
+        let mut ids: Vec<Value> = deployed.iter().map(|m| json!(m.id)).collect();
+        ids.push(Value::Null);
+        if let Some(s) = model.as_object_mut() {
+            for bound in ["minLength", "maxLength", "pattern"] {
+                s.remove(bound);
+            }
+        }
+        model["enum"] = json!(ids);
+    }
+    if !deployed.is_empty() && deployed.iter().all(|m| m.melody() == Some(false)) {
+        properties.remove("melody");
+    }
+    let callbacks = &settings.callbacks;
+    let mut hosts: Vec<String> = callbacks.allowed_hosts.clone();
+    if let Some(host) = callbacks
+        .marketplace_callback
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    {
+        hosts.push(host);
+    }
+    if hosts.is_empty() {
+        properties.remove("callback_url");
+    } else if let Some(url) = properties.get_mut("callback_url") {
+        let alternatives: Vec<String> = hosts.iter().map(|h| regex_escape(h)).collect();
+        url["pattern"] = json!(format!(
+            "^https?://({})(:[0-9]{{1,5}})?(/[A-Za-z0-9._~/-]*)?$",
+            alternatives.join("|")
+        ));
+    }
+}
+
+fn regex_escape(raw: &str) -> String {
+    raw.chars()
+        .flat_map(|c| {
+            let escape = "\\.^$|?*+()[]{}".contains(c);
+            escape.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// Answers that do not depend on the handler, added to every operation
+/// they apply to: the client-key check and rate limit on every protected
+/// route ([`auth::REFUSALS`]), the body reader's on every JSON body
+/// ([`extract::JSON_BODY_REFUSALS`]), and `Retry-After` on every status
+/// that has a code asking the client to wait.
+fn add_common_answers(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in operation.values_mut().filter(|op| op.get("responses").is_some()) {
+            let mut codes: Vec<ErrorCode> = Vec::new();
+            if op.get("security").is_some() {
+                codes.extend(auth::REFUSALS);
+            }
+            let json_body = op["requestBody"]["content"].get("application/json").is_some();
+            if json_body {
+                codes.extend(extract::JSON_BODY_REFUSALS);
+            }
+            for code in codes {
+                let Some(status) = code.http_status() else {
+                    continue;
+                };
+                let response = &mut op["responses"][status.to_string()];
+                if response.is_null() {
+                    *response = json!({
+                        "description": code.meaning(),
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}},
+                    });
+                }
+            }
+            let Some(responses) = op["responses"].as_object_mut() else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                let waits = ErrorCode::ALL.iter().any(|c| {
+                    c.retry_after_seconds().is_some()
+                        && c.http_status().map(|s| s.to_string()).as_deref() == Some(status.as_str())
+                });
+                if waits {
+                    response["headers"]["Retry-After"] = json!({
+                        "description": "Seconds to wait before trying again.",
+                        "required": true,
+                        "schema": {"type": "integer", "minimum": 1},
+                    });
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +235,7 @@ mod tests {
 
     #[test]
     fn the_documented_bodies_are_exactly_the_accepted_fields() {
-        let doc = document(&settings());
+        let doc = document(&settings(), true);
         for (path, method, name, fields) in BODIES {
             let schema = &doc["components"]["schemas"][name];
             let accepted: BTreeSet<String> = fields.iter().map(|f| f.name.to_owned()).collect();
@@ -132,7 +260,7 @@ mod tests {
 
     #[test]
     fn the_document_carries_the_deployment_limits_and_names() {
-        let doc = document(&settings());
+        let doc = document(&settings(), true);
         assert_eq!(
             doc["components"]["schemas"]["CallRequest"]["properties"]["prompt"]["maxLength"],
             json!(77)

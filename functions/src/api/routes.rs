@@ -21,7 +21,7 @@ use sound_creator_core::view::{
 };
 
 use super::error::ApiError;
-use super::extract::{IdempotencyKey, JsonBody, TaskIdPath};
+use super::extract::{read_body, BodyError, IdempotencyKey, JsonBody, TaskIdPath};
 use super::AppState;
 
 // The request bodies' schemas are generated from the field declarations
@@ -238,6 +238,20 @@ pub async fn health(State(state): State<AppState>) -> Response {
 
 /// Serves a presigned link of the embedded mode (local files). The signature
 /// and expiry in the query are the authorization; no bearer token.
+#[utoipa::path(
+    get, path = "/v1/files/{key}", tag = "files",
+    params(
+        ("key" = String, Path, description = "The stored file's key, as the signed link names it"),
+        ("expires" = Option<i64>, Query, description = "Unix time the link stops working"),
+        ("signature" = Option<String>, Query, description = "The link's signature"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "audio/*", body = Vec<u8>),
+        (status = 403, description = "A signature that does not match (`invalid_signature`) or an expired link (`link_expired`)", body = ErrorDocument),
+        (status = 404, description = "No such file", body = ErrorDocument),
+        (status = 503, body = ErrorDocument),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     axum::extract::Path(key): axum::extract::Path<String>,
@@ -292,6 +306,26 @@ pub async fn download(
 /// files). The link's signature covers the key, expiry, declared type and
 /// size: the request must carry that `Content-Type` and exactly that many
 /// bytes, read no further than that.
+#[utoipa::path(
+    put, path = "/v1/files/{key}", tag = "files",
+    params(
+        ("key" = String, Path, description = "The upload's key, as the signed link names it"),
+        ("expires" = Option<i64>, Query, description = "Unix time the link stops working"),
+        ("content_type" = Option<String>, Query, description = "The declared type"),
+        ("bytes" = Option<u64>, Query, description = "The declared size"),
+        ("signature" = Option<String>, Query, description = "The link's signature"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Exactly the declared bytes, sent with the declared `Content-Type`"),
+    responses(
+        (status = 200, description = "Stored"),
+        (status = 400, description = "Fewer bytes than declared (`upload_size_mismatch`)", body = ErrorDocument),
+        (status = 403, description = "A signature that does not match or an expired link", body = ErrorDocument),
+        (status = 408, description = "The body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorDocument),
+        (status = 413, description = "More bytes than declared (`upload_too_large`)", body = ErrorDocument),
+        (status = 415, description = "Another Content-Type than declared (`upload_type_mismatch`)", body = ErrorDocument),
+        (status = 503, body = ErrorDocument),
+    )
+)]
 pub async fn upload_file(
     State(state): State<AppState>,
     axum::extract::Path(key): axum::extract::Path<String>,
@@ -377,9 +411,12 @@ pub async fn upload_file(
         return Err(too_large());
     }
     let limit = usize::try_from(link.bytes).map_err(|_| too_large())?;
-    let received = axum::body::to_bytes(body, limit)
+    let received = read_body(body, limit, state.api.body_timeout)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| match e {
+            BodyError::TooLong => too_large(),
+            other => other.into(),
+        })?;
     if received.len() as u64 != link.bytes {
         return Err(ApiError::new(
             ErrorCode::UploadSizeMismatch,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sound_creator_core::service::TaskService;
 use sound_creator_functions::api::{app, AppState};
+use sound_creator_functions::connections::{self, ConnectionLimits};
 use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
 
 #[tokio::main]
@@ -23,13 +24,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("Failed to listen on {addr}"))?;
     tracing::info!(%addr, "API listening");
     let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
-    axum::serve(
-        listener,
-        app(AppState::new(service, Arc::new(settings.api), None)),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("the API server failed")?;
+    let limits = ConnectionLimits::of(&settings.api);
+    let router = app(AppState::new(service.clone(), Arc::new(settings.api), None));
+    connections::serve(listener, router, limits, async move {
+        shutdown_signal().await;
+        service.stop_waiting();
+    })
+    .await;
     tracing::info!("API stopped");
     Ok(())
 }

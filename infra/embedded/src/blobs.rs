@@ -17,42 +17,16 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use sound_creator_core::ports::{
     Backend, BackendError, BlobStore, Download, PortResult, PresignedUpload, PresignedUrl,
     PutAuthorization, PutLink, SignedDownloads, SignedUploads,
 };
-use subtle::ConstantTimeEq;
 
-const MAX_KEY_LEN: usize = 512;
+pub use crate::link_signature::validate_blob_key;
+use crate::link_signature::{download_signature, hex, matches, put_signature};
 
 fn unavailable(err: impl std::fmt::Display) -> BackendError {
     BackendError::unavailable(Backend::Blobs, err)
-}
-
-/// Why a key is refused, or `Ok` for a key that names a file under the
-/// blob directory and nothing else.
-pub fn validate_blob_key(key: &str) -> Result<(), &'static str> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err("blob keys must be 1 to 512 characters");
-    }
-    for segment in key.split('/') {
-        if segment.is_empty() {
-            return Err("blob keys are relative paths without empty segments");
-        }
-        if segment.starts_with('.') {
-            // Also rules out `.` and `..`, and our own temporary files.
-            return Err("blob key segments must not start with a dot");
-        }
-        if !segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return Err("blob keys may only hold letters, digits, '.', '_', '-' and '/'");
-        }
-    }
-    Ok(())
 }
 
 /// The content type a download is served with, from the key's extension.
@@ -68,16 +42,6 @@ pub fn content_type_for(key: &str) -> &'static str {
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -172,36 +136,15 @@ impl LocalBlobs {
     }
 
     fn signature(&self, key: &str, expires: i64) -> String {
-        // HMAC takes keys of any length; this cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
-            return String::new();
-        };
-        mac.update(key.as_bytes());
-        mac.update(b"\n");
-        mac.update(expires.to_string().as_bytes());
-        hex(&mac.finalize().into_bytes())
+        download_signature(&self.secret, key, expires)
     }
 
     fn signature_matches(&self, key: &str, expires: i64, given: &str) -> bool {
-        let expected = self.signature(key, expires);
-        !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+        matches(&self.signature(key, expires), given)
     }
 
     fn put_signature(&self, key: &str, expires: i64, content_type: &str, bytes: u64) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
-            return String::new();
-        };
-        for part in [
-            "PUT",
-            key,
-            &expires.to_string(),
-            content_type,
-            &bytes.to_string(),
-        ] {
-            mac.update(part.as_bytes());
-            mac.update(b"\n");
-        }
-        hex(&mac.finalize().into_bytes())
+        put_signature(&self.secret, key, expires, content_type, bytes)
     }
 
     /// Link expiry `expires_in` from now, as unix seconds and a time.
@@ -360,8 +303,7 @@ impl SignedUploads for LocalBlobs {
             return PutAuthorization::Forbidden;
         }
         let expected = self.put_signature(key, link.expires, &link.content_type, link.bytes);
-        if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(link.signature.as_bytes()))
-        {
+        if !matches(&expected, &link.signature) {
             return PutAuthorization::Forbidden;
         }
         if link.expires < Utc::now().timestamp() {

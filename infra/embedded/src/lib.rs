@@ -22,6 +22,7 @@
 mod blobs;
 mod cache;
 mod db;
+mod link_signature;
 mod queue;
 mod stats;
 mod tasks;

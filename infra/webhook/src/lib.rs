@@ -6,7 +6,8 @@
 //! reports a non-2xx answer, a timeout or a connection failure as a
 //! [`CallbackError`]; retrying is the domain's decision, not this crate's.
 //! It never follows a redirect (a callback must not be bounced to a host
-//! nobody allowed), and never logs the body or the signature.
+//! nobody allowed), and never logs the body, the signature or the URL's
+//! credentials.
 
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ impl CallbackSender for HttpCallbackSender {
             .map_err(|e| self.failure(delivery, self.transport_reason(&e)))?;
 
         let status = response.status();
-        tracing::debug!(url = %delivery.url, webhook_id = %delivery.webhook_id, %status, "callback answered");
+        tracing::debug!(url = %sound_creator_core::redact::url(&delivery.url), webhook_id = %delivery.webhook_id, %status, "callback answered");
         if status.is_success() {
             return Ok(());
         }
