@@ -18,6 +18,7 @@ args=()
 for arg in "$@"; do
     if [ "$arg" = "--tiny" ]; then
         export MUSIC_GEN_MODEL="$ROOT/tests/fixtures/tiny-musicgen"
+        export AUDIO_GEN_MODEL="$ROOT/tests/fixtures/tiny-audiogen"
     else
         args+=("$arg")
     fi

@@ -13,13 +13,15 @@ use sound_creator_core::audio::{encode_wav, ClipRequest, RunToEnd};
 use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind};
 
+use crate::audiogen::{is_audiocraft_export, AudioGenEngine};
 use crate::engine::MusicGenEngine;
 use crate::hub::HubSettings;
 
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
-    /// Hub id (e.g. facebook/musicgen-small) or local checkpoint directory
-    /// (default: MUSIC_GEN_MODEL).
+    /// Hub id (e.g. facebook/musicgen-small, facebook/audiogen-medium) or
+    /// local checkpoint directory (default: MUSIC_GEN_MODEL). AudioGen is
+    /// recognised by its files (state_dict.bin and compression_state_dict.bin).
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long)]
@@ -104,9 +106,6 @@ pub fn run_generate(
         );
     }
     let kind = parse_dtype(&args.dtype)?;
-    let mut engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
-        .with_context(|| format!("Failed to load model {model}"))?;
-    engine.set_cuda_graphs(!args.no_cuda_graphs);
     let params = GenerationParams {
         temperature: if args.greedy { 0.0 } else { args.temperature },
         top_k: args.top_k,
@@ -121,20 +120,55 @@ pub fn run_generate(
         melody: None,
     };
     let started = std::time::Instant::now();
-    let mut generated = engine
-        .generate_with_codes(&[request], &mut RunToEnd)
-        .context("Failed to generate the clip")?;
-    let generated = generated.pop().context("the engine returned no clip")?;
+    let (clip, codes) = if is_audiogen(model, cache_dir) {
+        let mut engine = AudioGenEngine::load(model, cache_dir, hub, device, kind)
+            .with_context(|| format!("Failed to load the AudioGen model {model}"))?;
+        engine.set_cuda_graphs(!args.no_cuda_graphs);
+        let generated = engine
+            .generate_with_codes(&[request], &mut RunToEnd)
+            .context("Failed to generate the clip")?
+            .pop()
+            .context("the engine returned no clip")?;
+        (generated.clip, generated.codes)
+    } else {
+        let mut engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
+            .with_context(|| format!("Failed to load model {model}"))?;
+        engine.set_cuda_graphs(!args.no_cuda_graphs);
+        let generated = engine
+            .generate_with_codes(&[request], &mut RunToEnd)
+            .context("Failed to generate the clip")?
+            .pop()
+            .context("the engine returned no clip")?;
+        (generated.clip, generated.codes)
+    };
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "clip generated");
 
-    std::fs::write(&args.out, encode_wav(&generated.clip))
+    std::fs::write(&args.out, encode_wav(&clip))
         .with_context(|| format!("Failed to write {}", args.out.display()))?;
     if let Some(path) = &args.codes_out {
-        let json = serde_json::to_vec(&generated.codes).context("Failed to serialise the codes")?;
+        let json = serde_json::to_vec(&codes).context("Failed to serialise the codes")?;
         std::fs::write(path, json)
             .with_context(|| format!("Failed to write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Whether `model` is an AudioGen model, from its files: a local directory
+/// (or a cached copy of a hub id) holding AudioCraft's two export files. A
+/// hub id not downloaded yet is taken by its name (`*audiogen*`).
+pub fn is_audiogen(model: &str, cache_dir: &Path) -> bool {
+    let local = Path::new(model);
+    if local.is_dir() {
+        return is_audiocraft_export(local);
+    }
+    let cached = cache_dir.join(model.replace('/', "--"));
+    if cached.is_dir() {
+        return is_audiocraft_export(&cached);
+    }
+    model
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.to_ascii_lowercase().contains("audiogen"))
 }
 
 #[cfg(test)]

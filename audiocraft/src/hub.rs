@@ -48,6 +48,46 @@ pub fn resolve_model_dir(
     Hub::new(settings).download(&id, cache_dir)
 }
 
+/// Returns a directory holding every one of `files`, for repositories that
+/// are not in the Hugging Face MusicGen layout (AudioCraft's own
+/// `state_dict.bin` + `compression_state_dict.bin`): `model` as a local
+/// directory, a complete copy in `cache_dir`, or a download of the files
+/// into `<cache_dir>/<org>--<name>/`, with a progress bar on a terminal.
+pub fn resolve_repo_files(
+    model: &str,
+    cache_dir: &Path,
+    settings: &HubSettings,
+    files: &[&str],
+) -> Result<PathBuf, LoadError> {
+    let local = Path::new(model);
+    if local.is_dir() {
+        return Ok(local.to_path_buf());
+    }
+    let id = HubId::parse(model)?;
+    let has_all = |dir: &Path| files.iter().all(|f| dir.join(f).is_file());
+    if let Some(dir) = find_cached_with(&id, cache_dir, &has_all) {
+        tracing::info!(model, dir = %dir.display(), "using cached model");
+        return Ok(dir);
+    }
+    let hub = Hub::new(settings);
+    if hub.offline {
+        return Err(LoadError::Download {
+            url: hub.url(&id, files.first().copied().unwrap_or_default()),
+            reason: format!(
+                "HF_HUB_OFFLINE is set and {} holds no complete copy",
+                cache_dir.display()
+            ),
+        });
+    }
+    let dir = id.plain_dir(cache_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| LoadError::io(&dir, e))?;
+    tracing::info!(model = %id, dir = %dir.display(), endpoint = %hub.endpoint, "downloading model");
+    for file in files {
+        hub.require(&id, &dir, file)?;
+    }
+    Ok(dir)
+}
+
 /// Where and how to reach the hub.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubSettings {
@@ -128,6 +168,15 @@ impl std::fmt::Display for HubId {
 /// A complete copy in `cache_dir`, preferring the Hugging Face cache's
 /// `refs/main` snapshot, then any complete snapshot, then the plain layout.
 fn find_cached(id: &HubId, cache_dir: &Path) -> Option<PathBuf> {
+    find_cached_with(id, cache_dir, &is_complete)
+}
+
+/// [`find_cached`] with another test of completeness.
+fn find_cached_with(
+    id: &HubId,
+    cache_dir: &Path,
+    is_complete: &dyn Fn(&Path) -> bool,
+) -> Option<PathBuf> {
     let repo_dir_name = format!("models--{}--{}", id.org, id.name);
     // `cache_dir` may be HF_HOME (with a `hub/` inside) or the hub cache itself.
     for hf_repo in [

@@ -6,6 +6,7 @@
 //! is the one loaded here: every module path below is a checkpoint key prefix.
 
 pub mod audiocraft_config;
+pub mod audiogen;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -22,4 +23,5 @@ pub mod t5;
 pub mod tokenizer;
 pub mod torch_pickle;
 
+pub use audiogen::AudioGenEngine;
 pub use engine::MusicGenEngine;

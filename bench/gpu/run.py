@@ -126,7 +126,7 @@ def scale_config(fx, scale):
             bos_token_id=256,
         )
         return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    raise SystemExit(f"unknown scale {scale!r} (small, medium, mini)")
+    raise SystemExit(f"unknown scale {scale!r} (small, medium, mini, audiogen-medium, audiogen-mini)")
 
 
 def make_checkpoint(fx, scale, out, device):
@@ -153,6 +153,161 @@ def make_checkpoint(fx, scale, out, device):
     fx.save_published_layout(model, out)
     fx.train_tokenizer(200).save(os.path.join(out, "tokenizer.json"))
     fx.write_tokenizer_config(out)
+    return model
+
+
+# AudioGen at its published scale (audiogen-medium: t5-large, 48 x 1536
+# decoder with 24 heads over 4 x 2048 codes, EnCodec 16 kHz), or a few layers
+# of it ("audiogen-mini", for running the harness on a CPU). audiocraft
+# cannot be installed on the GPU machine (no network), so the reference for
+# these rows is transformers' MusicGen with exactly AudioGen's shapes and the
+# same random weights: a proxy, and the table says so.
+AUDIOGEN_SCALES = {
+    "audiogen-medium": dict(dim=1536, heads=24, layers=48, card=2048, filters=64, codec_dim=128, t5="large"),
+    "audiogen-mini": dict(dim=256, heads=8, layers=4, card=256, filters=4, codec_dim=32, t5="mini"),
+}
+
+
+def audiogen_proxy_config(scale):
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    s = AUDIOGEN_SCALES[scale]
+    if s["t5"] == "large":
+        text = T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_heads=16, feed_forward_proj="relu")
+    else:
+        text = T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, feed_forward_proj="relu")
+    nbits = (s["card"] - 1).bit_length()
+    audio = EncodecConfig(
+        sampling_rate=16000,
+        audio_channels=1,
+        normalize=False,
+        hidden_size=s["codec_dim"],
+        num_filters=s["filters"],
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 2],
+        norm_type="weight_norm",
+        use_causal_conv=False,
+        pad_mode="constant",
+        codebook_size=s["card"],
+        codebook_dim=s["codec_dim"],
+        use_conv_shortcut=False,
+        target_bandwidths=[4.5 * 50 * nbits / 1000],
+        num_lstm_layers=2,
+        compress=2,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=s["card"],
+        max_position_embeddings=2048,
+        num_hidden_layers=s["layers"],
+        ffn_dim=4 * s["dim"],
+        num_attention_heads=s["heads"],
+        hidden_size=s["dim"],
+        num_codebooks=4,
+        pad_token_id=s["card"],
+        bos_token_id=s["card"],
+    )
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+
+
+def set_yaml(yaml, section, key, value):
+    """Sets `section.key` in an OmegaConf YAML dump (two-space indents)."""
+    out, current, done = [], None, False
+    for line in yaml.splitlines():
+        if line and not line.startswith(" "):
+            current = line.split(":")[0]
+        if current == section and line.startswith(f"  {key}:"):
+            line, done = f"  {key}: {value}", True
+        out.append(line)
+    assert done, f"{section}.{key} not in xp.cfg"
+    return "\n".join(out) + "\n"
+
+
+def make_audiogen_checkpoint(fx, scale, out, device):
+    """Random weights at AudioGen's shapes, written in AudioCraft's own export
+    format (state_dict.bin + compression_state_dict.bin, torch pickles with
+    xp.cfg; the tiny fixture's xp.cfg with the sizes changed) plus t5/ in the
+    Hugging Face layout; returns the transformers proxy holding the same
+    values (bf16, on `device`)."""
+    from transformers import MusicgenForConditionalGeneration
+
+    s = AUDIOGEN_SCALES[scale]
+    cfg = audiogen_proxy_config(scale)
+    torch.manual_seed(SEED)
+    with torch.device(device):
+        model = MusicgenForConditionalGeneration(cfg)
+    model.eval()
+    with torch.no_grad():
+        for head in model.decoder.lm_heads:
+            head.weight.mul_(8.0)
+        model.enc_to_dec_proj.weight.mul_(6.0)
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_(0.0, 1.0)
+    model = model.to(torch.bfloat16)
+    os.makedirs(out, exist_ok=True)
+    tiny = os.path.join(ROOT, "tests", "fixtures", "tiny-audiogen")
+
+    dec = {k: v.detach().cpu() for k, v in model.decoder.state_dict().items()}
+    lm = {}
+    for i in range(s["layers"]):
+        src, dst = f"model.decoder.layers.{i}", f"transformer.layers.{i}"
+        for ours, theirs in (("self_attn", "self_attn"), ("encoder_attn", "cross_attention")):
+            lm[f"{dst}.{theirs}.in_proj_weight"] = torch.cat([dec[f"{src}.{ours}.{p}_proj.weight"] for p in "qkv"])
+            lm[f"{dst}.{theirs}.out_proj.weight"] = dec[f"{src}.{ours}.out_proj.weight"]
+        for ours, theirs in (
+            ("self_attn_layer_norm", "norm1"),
+            ("encoder_attn_layer_norm", "norm_cross"),
+            ("final_layer_norm", "norm2"),
+        ):
+            for p in ("weight", "bias"):
+                lm[f"{dst}.{theirs}.{p}"] = dec[f"{src}.{ours}.{p}"]
+        lm[f"{dst}.linear1.weight"] = dec[f"{src}.fc1.weight"]
+        lm[f"{dst}.linear2.weight"] = dec[f"{src}.fc2.weight"]
+    for k in range(4):
+        lm[f"emb.{k}.weight"] = dec[f"model.decoder.embed_tokens.{k}.weight"]
+        lm[f"linears.{k}.weight"] = dec[f"lm_heads.{k}.weight"]
+    for p in ("weight", "bias"):
+        lm[f"out_norm.{p}"] = dec[f"model.decoder.layer_norm.{p}"]
+        lm[f"condition_provider.conditioners.description.output_proj.{p}"] = getattr(model.enc_to_dec_proj, p).detach().cpu()
+    lm = {k: v.half().contiguous() for k, v in lm.items()}  # the published LM file is float16
+
+    codec = {}
+    for name, value in model.audio_encoder.state_dict().items():
+        value = value.detach().cpu().float().contiguous()
+        if name.startswith("quantizer.layers.") and name.endswith(".codebook.embed"):
+            q = name.split(".")[2]
+            codec[f"quantizer.vq.layers.{q}._codebook.embed"] = value
+            continue
+        if not name.startswith("decoder.layers."):
+            continue
+        name = name.replace(".parametrizations.weight.original0", ".weight_g").replace(
+            ".parametrizations.weight.original1", ".weight_v"
+        )
+        parts = name.split(".")
+        index, rest = parts[2], parts[3:]
+        layer = model.audio_encoder.decoder.layers[int(index)]
+        if rest[0] == "conv":
+            wrap = "convtr.convtr" if "Transpose" in type(layer).__name__ else "conv.conv"
+            codec[f"decoder.model.{index}.{wrap}.{'.'.join(rest[1:])}"] = value
+        elif rest[0] == "block":
+            codec[f"decoder.model.{index}.block.{rest[1]}.conv.conv.{'.'.join(rest[3:])}"] = value
+        else:  # lstm
+            codec[f"decoder.model.{index}.{'.'.join(rest)}"] = value
+
+    lm_cfg = torch.load(os.path.join(tiny, "state_dict.bin"), map_location="cpu", weights_only=False)["xp.cfg"]
+    for key, value in (("dim", s["dim"]), ("num_heads", s["heads"]), ("num_layers", s["layers"]), ("card", s["card"])):
+        lm_cfg = set_yaml(lm_cfg, "transformer_lm", key, value)
+    codec_cfg = torch.load(os.path.join(tiny, "compression_state_dict.bin"), map_location="cpu", weights_only=False)["xp.cfg"]
+    codec_cfg = set_yaml(codec_cfg, "seanet", "n_filters", s["filters"])
+    codec_cfg = set_yaml(codec_cfg, "seanet", "dimension", s["codec_dim"])
+    codec_cfg = set_yaml(codec_cfg, "rvq", "bins", s["card"])
+    for file, state, yaml in (("state_dict.bin", lm, lm_cfg), ("compression_state_dict.bin", codec, codec_cfg)):
+        torch.save({"best_state": state, "xp.cfg": yaml, "version": "1.3.0", "exported": True}, os.path.join(out, file))
+    t5_dir = os.path.join(out, "t5")
+    model.text_encoder.float().save_pretrained(t5_dir, safe_serialization=True)
+    model.text_encoder.to(torch.bfloat16)
+    fx.train_tokenizer(200).save(os.path.join(t5_dir, "tokenizer.json"))
+    # transformers' side reads the tokenizer from the model directory.
+    fx.train_tokenizer(200).save(os.path.join(out, "tokenizer.json"))
     return model
 
 
@@ -280,7 +435,7 @@ def main():
     parser.add_argument("--bin", default=os.path.join(ROOT, ".gpu-carry", "musicgen-bench"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="small only, f32 and bf16, batch 1 and 8")
-    parser.add_argument("--scales", help="comma-separated: small, medium, mini")
+    parser.add_argument("--scales", help="comma-separated: small, medium, mini, audiogen-medium, audiogen-mini")
     parser.add_argument("--dtypes", help="comma-separated: f32, f16, bf16")
     parser.add_argument("--batches", help="comma-separated batch sizes")
     parser.add_argument("--clips", default="2,10", help="the two clip lengths (s) per-step time is differenced from")
@@ -290,7 +445,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT") or os.path.join(ROOT, "bench", "out"), "gpu_bench.json"))
     args = parser.parse_args()
 
-    scales = (args.scales or ("small" if args.quick else "small,medium")).split(",")
+    scales = (args.scales or ("small" if args.quick else "small,medium,audiogen-medium")).split(",")
     dtypes = (args.dtypes or ("f32,bf16" if args.quick else "f32,f16,bf16")).split(",")
     batches = [int(b) for b in (args.batches or ("1,8" if args.quick else "1,8,32")).split(",")]
     clips = [float(c) for c in args.clips.split(",")]
@@ -326,6 +481,11 @@ def main():
     # 1. checkpoints
     models, dirs = {}, {}
     for scale in scales:
+        if scale in AUDIOGEN_SCALES:
+            dirs[scale] = os.path.join(args.work, f"{scale}-random")
+            log(f"making the {scale} checkpoint (AudioCraft export format) in {dirs[scale]}")
+            models[scale] = make_audiogen_checkpoint(fx, scale, dirs[scale], device)
+            continue
         dirs[scale] = os.path.join(args.work, f"musicgen-{scale}-random")
         log(f"making the {scale} checkpoint in {dirs[scale]}")
         models[scale] = make_checkpoint(fx, scale, dirs[scale], device)
@@ -351,14 +511,19 @@ def main():
         "ours_vs_transformers_here": agreement(graphs_codes, hf_codes),
         "transformers_here_vs_recorded_reference": agreement(hf_codes, expected),
     }
-    first = scales[0]
+    # AudioGen rows have no greedy parity here: their reference is a proxy
+    # whose conditioning differs (audiocraft's is checked by the CPU tests).
+    first = next((sc for sc in scales if sc not in AUDIOGEN_SCALES), None)
+    if first is None:
+        first = scales[0]
     log(f"parity on {first}")
     hf_first = models[first].float()
     prompts2 = PROMPTS[:2]
     parity_frames = 100
-    hf_codes = hf_greedy_codes(hf_first, tokenizer(dirs[first]), prompts2, parity_frames, device)
-    ours_codes, _ = ours.codes(dirs[first], prompts2, parity_frames, graphs=True)
-    result["parity"][first] = {"ours_vs_transformers_here": agreement(ours_codes, hf_codes)}
+    if first not in AUDIOGEN_SCALES:
+        hf_codes = hf_greedy_codes(hf_first, tokenizer(dirs[first]), prompts2, parity_frames, device)
+        ours_codes, _ = ours.codes(dirs[first], prompts2, parity_frames, graphs=True)
+        result["parity"][first] = {"ours_vs_transformers_here": agreement(ours_codes, hf_codes)}
     models[first] = hf_first.to(torch.bfloat16)
 
     # 3. ours, every point
@@ -383,7 +548,7 @@ def main():
     for scale, dtype, batch in jobs:
         model = models[scale]
         steps_total = sum(int(-(-c * model.config.audio_encoder.frame_rate // 1)) + 3 for c in clips)
-        guess = estimate_ms[scale] or (25.0 if scale == "medium" else 12.0)
+        guess = estimate_ms[scale] or (25.0 if "medium" in scale else 12.0)
         cost = guess * 1.3 * steps_total / 1e3 + 2.0
         if elapsed() + cost > args.budget_s:
             result["skipped"].append({"scale": scale, "dtype": dtype, "batch": batch, "estimated_s": round(cost, 1)})
@@ -476,6 +641,11 @@ def main():
         f"cfg 3; ms/step by differencing {clips[0]:g} s and {clips[1]:g} s clips; x real time = clips x {clips[1]:g} s "
         f"of audio / wall time of the {clips[1]:g} s generation; ours: {', '.join(modes)}"
     )
+    if any(sc in AUDIOGEN_SCALES for sc in scales):
+        print(
+            "audiogen-* rows: ours runs AudioGen from AudioCraft's export format; the transformers column is "
+            "MusicGen with AudioGen's shapes and the same weights, a proxy (audiocraft cannot be installed here)"
+        )
     for name, p in result["parity"].items():
         print(f"greedy parity {name}: " + "; ".join(f"{k} {v['same']}/{v['total']}" for k, v in p.items() if isinstance(v, dict)))
     print()

@@ -95,18 +95,37 @@ pub fn check_serving(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn serve(settings: Settings, parts: Parts) -> anyhow::Result<()> {
+pub async fn serve(mut settings: Settings, parts: Parts) -> anyhow::Result<()> {
     check_serving(&settings)?;
     // Models first: a deployment that cannot generate should not start
     // taking tasks.
     let mut generators = Vec::new();
     if parts == Parts::All {
-        for family in settings.service.deployed.iter().copied() {
+        for family in settings.service.deployed.clone() {
             let models = settings.models.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || load_generators(family, &models)).await??;
-            generators.extend(loaded.into_iter().map(|g| (family, g)));
+            match tokio::task::spawn_blocking(move || load_generators(family, &models)).await? {
+                Ok(loaded) => generators.extend(loaded.into_iter().map(|g| (family, g))),
+                // DEPLOYED_TYPES unset means "what this machine can serve":
+                // a MusicGen box needs no AudioGen weights to start.
+                Err(e) if !settings.models.deployed_types_set => {
+                    tracing::warn!(
+                        %family,
+                        error = %format!("{e:#}"),
+                        "not serving this family: its model did not load; its tasks answer \
+                         model_not_deployed (set DEPLOYED_TYPES to make this fatal)"
+                    );
+                    settings.service.deployed.remove(&family);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        let served: Vec<&str> = settings
+            .service
+            .deployed
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
+        tracing::info!(families = ?served, "serving");
     }
     serve_with(settings, parts, generators).await
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::{
-    music, repo_root, require_aws_env, run_to_end, tiny_model, unique_aws_names, App,
-    CallbackReceiver, FakeEcsAgent, Process, OTHER_TOKEN, TOKEN,
+    music, repo_root, require_aws_env, run_to_end, tiny_audiogen, tiny_model, unique_aws_names,
+    App, CallbackReceiver, FakeEcsAgent, Process, OTHER_TOKEN, TOKEN,
 };
 use serde_json::{json, Value};
 use sound_creator_core::audio::decode_wav;
@@ -558,4 +558,27 @@ async fn uploads_go_to_s3_through_a_presigned_put_and_the_api_learns_models_from
         .post("/v1/call", Some(TOKEN), &melody_task(&upload_id, &tiny))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audio_task_runs_on_the_audio_queue_and_yields_a_16_khz_clip_in_s3() {
+    let model = tiny_audiogen().display().to_string();
+    let deployment = Deployment::new("audiogen", &[("AUDIO_GEN_MODEL", &model)]);
+    let app = deployment.serve();
+    let (status, _, health) = app.get("/health", None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["models"]["audio"]["deployed"], true, "{health}");
+
+    let mut body = task_body("aws-audiogen", "a car horn in traffic", 0.4);
+    body["type"] = json!("audio");
+    let id = app.submit(&body).await;
+    let doc = app.wait_final(&id, LONG).await;
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    let url = doc["outputs"][0]["url"].as_str().unwrap();
+    assert!(url.contains(&deployment.var("S3_BUCKET")), "{url}");
+    let (header, samples) = decode_wav(&app.download(url).await).unwrap();
+    assert_eq!((header.sample_rate, header.channels), (16_000, 1));
+    assert_eq!(samples.len(), 6400);
+    let stats = wait_stats(&app, "aws-audiogen", 1).await;
+    assert_eq!(stats["by_status"]["succeeded"], 1);
 }

@@ -23,8 +23,8 @@ use crate::settings::ServiceSettings;
 use crate::task::{to_chrono, CallbackState, ModelFamily, Task, TaskId, TaskStatus, Tenant};
 use crate::upload::{Upload, UploadId};
 use crate::view::{
-    document, HealthDocument, ModelsDocument, QueueDepthDocument, StatsDocument, SubmitDocument,
-    TaskDocument, UploadDocument,
+    document, FamilyHealthDocument, HealthDocument, ModelsDocument, QueueDepthDocument,
+    StatsDocument, SubmitDocument, TaskDocument, UploadDocument,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -592,11 +592,28 @@ impl TaskService {
         backends.insert(Backend::Stats.to_string(), state(stats.is_ok()));
         backends.insert(Backend::Blobs.to_string(), state(blobs.is_ok()));
         let all_ok = backends.values().all(|s| s == "ok");
+        let models = ModelFamily::ALL
+            .into_iter()
+            .map(|family| {
+                let doc = FamilyHealthDocument {
+                    deployed: self.settings.deployed.contains(&family),
+                    models: self
+                        .settings
+                        .models
+                        .ids(family)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                };
+                (family.to_string(), doc)
+            })
+            .collect();
         HealthDocument {
             status: if all_ok { "ok" } else { "degraded" }.into(),
             version: self.settings.api_version.clone(),
             backends,
             queues,
+            models,
         }
     }
 }

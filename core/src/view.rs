@@ -173,6 +173,19 @@ pub struct HealthDocument {
     pub backends: BTreeMap<String, String>,
     /// Per model family.
     pub queues: BTreeMap<String, QueueDepthDocument>,
+    /// Per model family: whether this deployment serves it, and its models
+    /// (the default first).
+    pub models: BTreeMap<String, FamilyHealthDocument>,
+}
+
+/// One family in `/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FamilyHealthDocument {
+    /// False when the family is not in DEPLOYED_TYPES, or when `serve` left
+    /// it out because its model did not load (the log says why): its tasks
+    /// answer 422 `model_not_deployed`.
+    pub deployed: bool,
+    pub models: Vec<String>,
 }
 
 /// The answer to `POST /v1/uploads` (`201`): where to PUT the bytes.

@@ -109,6 +109,10 @@ pub struct ModelSettings {
     /// Replay decoding steps as CUDA graphs where the device allows.
     pub cuda_graphs: bool,
     pub hub: HubSettings,
+    /// Whether DEPLOYED_TYPES was set. When it was not, `serve` leaves out
+    /// (with a warning) a family whose model cannot be loaded, instead of
+    /// refusing to start: a MusicGen-only machine needs no AudioGen weights.
+    pub deployed_types_set: bool,
 }
 
 impl ModelSettings {
@@ -671,6 +675,8 @@ impl Reader<'_> {
                 token: self.optional(&vars::HF_TOKEN).map(Secret::new),
                 offline: self.flag(&vars::HF_HUB_OFFLINE)?,
             },
+            deployed_types_set: (self.lookup)(vars::DEPLOYED_TYPES.name)
+                .is_some_and(|v| !v.trim().is_empty()),
         })
     }
 
@@ -773,8 +779,11 @@ mod tests {
         assert_eq!(s.api.max_body_bytes, 65_536);
         assert_eq!(
             s.service.deployed,
-            [ModelFamily::Music].into_iter().collect()
+            [ModelFamily::Music, ModelFamily::Audio]
+                .into_iter()
+                .collect()
         );
+        assert!(!s.models.deployed_types_set);
         assert_eq!(s.service.api_name, "AudioCraft");
         assert_eq!(s.backend, BackendKind::Embedded);
         assert_eq!(s.aws.region, "us-east-1");

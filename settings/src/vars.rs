@@ -97,8 +97,8 @@ vars! {
         "Longest clip in seconds, at most 300 (past a model's 30 s window, MusicGen generates window by window); AudioGen clips are capped at 10.";
     MAX_UPLOAD_BYTES = "MAX_UPLOAD_BYTES", Some("20971520"), Tasks, false,
         "Largest file `POST /v1/uploads` accepts (a melody to condition on); larger ones answer 413 `upload_too_large`.";
-    DEPLOYED_TYPES = "DEPLOYED_TYPES", Some("music"), Tasks, false,
-        "Families this deployment serves (`music`, `audio`, comma separated); others answer 422 `model_not_deployed`.";
+    DEPLOYED_TYPES = "DEPLOYED_TYPES", Some("music,audio"), Tasks, false,
+        "Families this deployment serves (`music`, `audio`, comma separated); others answer 422 `model_not_deployed`. Unset, `serve` serves each family whose model loads and logs why one is left out (and `/health` shows it); set, a model that fails to load stops the process.";
     MAX_QUEUED_JOBS = "MAX_QUEUED_JOBS", Some("0"), Tasks, false,
         "429 `queue_full` past this many waiting jobs per family (0: no cap).";
     RESULT_TTL = "RESULT_TTL", Some("604800"), Tasks, false,

@@ -1,5 +1,7 @@
-//! The model side of the MusicGen benchmarks: times generation on one
-//! checkpoint, or prints greedy codes for a parity check, as JSON lines.
+//! The model side of the MusicGen and AudioGen benchmarks: times generation
+//! on one checkpoint, or prints greedy codes for a parity check, as JSON
+//! lines. An AudioGen directory (AudioCraft's `state_dict.bin` and
+//! `compression_state_dict.bin`) is recognised by its files.
 //! Driven by `bench/musicgen_bench.py` (CPU) and `bench/gpu/run.py` (GPU),
 //! which run `transformers` on the same weights in the same run. It prints
 //! numbers only; it never judges them.
@@ -14,13 +16,64 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use sound_creator_audiocraft::audiogen::is_audiocraft_export;
 use sound_creator_audiocraft::cli::{parse_device, parse_dtype};
 use sound_creator_audiocraft::engine::{device_label, dtype_label};
+use sound_creator_audiocraft::generation::StepMode;
 use sound_creator_audiocraft::generation::{Continue, GenerateOptions};
 use sound_creator_audiocraft::sampling::Decoding;
-use sound_creator_audiocraft::MusicGenEngine;
-use sound_creator_core::audio::AudioGenerator;
-use tch::{Device, Kind};
+use sound_creator_audiocraft::{AudioGenEngine, MusicGenEngine};
+use sound_creator_core::audio::{AudioGenerator, GenerationError, ModelInfo};
+use tch::{Device, Kind, Tensor};
+
+/// Either model, behind the few calls the benchmark makes.
+enum Engine {
+    Music(MusicGenEngine),
+    Audio(AudioGenEngine),
+}
+
+impl Engine {
+    fn info(&self) -> ModelInfo {
+        match self {
+            Engine::Music(e) => e.info(),
+            Engine::Audio(e) => e.info(),
+        }
+    }
+
+    fn frames_for(&self, seconds: f64) -> i64 {
+        match self {
+            Engine::Music(e) => e.frames_for(seconds),
+            Engine::Audio(e) => e.frames_for(seconds),
+        }
+    }
+
+    fn step_mode(&self) -> Option<StepMode> {
+        match self {
+            Engine::Music(e) => e.step_mode(),
+            Engine::Audio(e) => e.step_mode(),
+        }
+    }
+
+    fn generate_codes(
+        &self,
+        prompts: &[&str],
+        frames: i64,
+        options: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize) -> Continue,
+    ) -> Result<Tensor, GenerationError> {
+        match self {
+            Engine::Music(e) => e.generate_codes(prompts, frames, options, on_step),
+            Engine::Audio(e) => e.generate_codes(prompts, frames, options, on_step),
+        }
+    }
+
+    fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, GenerationError> {
+        match self {
+            Engine::Music(e) => e.decode_audio(codes),
+            Engine::Audio(e) => e.decode_audio(codes),
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "musicgen-bench")]
@@ -40,7 +93,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Common {
-    /// A checkpoint directory in the Hugging Face layout.
+    /// A MusicGen checkpoint directory in the Hugging Face layout, or an
+    /// AudioGen one (state_dict.bin, compression_state_dict.bin, t5/).
     #[arg(long)]
     model: String,
     /// cpu, cuda or cuda:N.
@@ -118,7 +172,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn load(common: &Common, kind: Kind) -> anyhow::Result<(MusicGenEngine, Device, f64)> {
+fn load(common: &Common, kind: Kind) -> anyhow::Result<(Engine, Device, f64)> {
     let device = parse_device(&common.device)?;
     if device.is_cuda() {
         anyhow::ensure!(
@@ -128,15 +182,20 @@ fn load(common: &Common, kind: Kind) -> anyhow::Result<(MusicGenEngine, Device, 
         );
     }
     let started = Instant::now();
-    let mut engine = MusicGenEngine::load(
-        &common.model,
-        &std::env::temp_dir(),
-        &sound_creator_audiocraft::hub::HubSettings::offline(),
-        device,
-        kind,
-    )
-    .with_context(|| format!("Failed to load {}", common.model))?;
-    engine.set_cuda_graphs(!common.no_cuda_graphs);
+    let cache = std::env::temp_dir();
+    let hub = sound_creator_audiocraft::hub::HubSettings::offline();
+    let failed = || format!("Failed to load {}", common.model);
+    let engine = if is_audiocraft_export(std::path::Path::new(&common.model)) {
+        let mut engine =
+            AudioGenEngine::load(&common.model, &cache, &hub, device, kind).with_context(failed)?;
+        engine.set_cuda_graphs(!common.no_cuda_graphs);
+        Engine::Audio(engine)
+    } else {
+        let mut engine =
+            MusicGenEngine::load(&common.model, &cache, &hub, device, kind).with_context(failed)?;
+        engine.set_cuda_graphs(!common.no_cuda_graphs);
+        Engine::Music(engine)
+    };
     Ok((engine, device, started.elapsed().as_secs_f64()))
 }
 
@@ -226,7 +285,7 @@ struct Run {
 }
 
 fn timed_run(
-    engine: &MusicGenEngine,
+    engine: &Engine,
     device: Device,
     prompts: &[&str],
     frames: i64,

@@ -3,6 +3,7 @@
 //! of the model binaries. One test binary instead of five keeps the build
 //! small: each links libtorch.
 
+mod audiogen;
 mod checkpoint;
 mod encodec_parity;
 mod encodec_variants;

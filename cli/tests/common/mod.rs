@@ -31,6 +31,10 @@ pub fn tiny_model() -> PathBuf {
     repo_root().join("tests/fixtures/tiny-musicgen")
 }
 
+pub fn tiny_audiogen() -> PathBuf {
+    repo_root().join("tests/fixtures/tiny-audiogen")
+}
+
 pub struct App {
     pub base: String,
     pub data_dir: PathBuf,
@@ -51,6 +55,10 @@ fn test_env(extra_env: &[(&str, &str)]) -> Vec<(String, String)> {
         ("API_KEYS".into(), format!("acme:{OTHER_TOKEN}")),
         ("MUSIC_GEN_MODEL".into(), tiny_model().display().to_string()),
         ("MODEL_DEVICE".into(), "cpu".into()),
+        // No test may download a model: the default AudioGen is then
+        // left out at once (DEPLOYED_TYPES unset), as on a machine
+        // without its weights.
+        ("HF_HUB_OFFLINE".into(), "1".into()),
         ("CALLBACK_ALLOWED_HOSTS".into(), "127.0.0.1".into()),
         ("CALLBACK_RETRY_BASE_MS".into(), "200".into()),
         ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),

@@ -22,9 +22,9 @@ use sound_creator_core::request::{
 use sound_creator_core::settings::ServiceSettings;
 use sound_creator_core::task::{ModelFamily, TaskError, TaskStatus};
 use sound_creator_core::view::{
-    ErrorBody, ErrorDocument, HealthDocument, MetricsDocument, ModelDocument, ModelsDocument,
-    OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument, TaskDocument, TaskLinks,
-    UploadDocument,
+    ErrorBody, ErrorDocument, FamilyHealthDocument, HealthDocument, MetricsDocument, ModelDocument,
+    ModelsDocument, OutputDocument, QueueDepthDocument, StatsDocument, SubmitDocument,
+    TaskDocument, TaskLinks, UploadDocument,
 };
 
 #[derive(OpenApi)]
@@ -44,7 +44,7 @@ use sound_creator_core::view::{
     components(schemas(
         ModelFamily, TaskStatus, TaskError, ErrorCode, GenerationParams, OutputFormat, Normalization,
         SubmitDocument, TaskLinks, TaskDocument, OutputDocument, MetricsDocument, StatsDocument,
-        Percentiles, RecentTask, HealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
+        Percentiles, RecentTask, HealthDocument, FamilyHealthDocument, QueueDepthDocument, ErrorDocument, ErrorBody,
         UploadDocument, ModelDocument, ModelsDocument,
     )),
     modifiers(&BearerAuth),
