@@ -749,7 +749,7 @@ impl MusicgenDecoder {
         let _threads =
             (device == Device::Cpu && b * len <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
         // The prefix's own outputs are not needed: only its keys and values.
-        self.layers_forward(xs, &mut state, span)?;
+        let _ = self.layers_forward(xs, &mut state, span)?;
         state.len = len;
         let _ = state.position.f_fill_(len)?;
         Ok(state)
