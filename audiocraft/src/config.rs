@@ -447,7 +447,10 @@ mod tests {
         let text = std::fs::read_to_string(path).expect("fixture config");
         let mut cfg: MusicgenConfig = serde_json::from_str(&text).expect("parses");
         cfg.validate().expect("valid");
-        assert_eq!((cfg.decoder.audio_channels, cfg.decoder.num_codebooks), (2, 8));
+        assert_eq!(
+            (cfg.decoder.audio_channels, cfg.decoder.num_codebooks),
+            (2, 8)
+        );
         cfg.decoder.num_codebooks = 7;
         assert!(cfg.validate().is_err());
     }

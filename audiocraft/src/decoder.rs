@@ -899,14 +899,7 @@ impl MusicgenDecoder {
                 (Some(mask), Some(kv)) => Some((kv, mask)),
                 _ => None,
             };
-            xs = layer.forward(
-                &xs,
-                self_cache,
-                cross,
-                span,
-                &position,
-                self_mask.as_ref(),
-            )?;
+            xs = layer.forward(&xs, self_cache, cross, span, &position, self_mask.as_ref())?;
         }
         self.layer_norm.forward(&xs)
     }

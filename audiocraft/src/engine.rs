@@ -325,8 +325,12 @@ impl MusicGenEngine {
     fn steps_for(&self, frames: i64, prompt: i64) -> usize {
         let channels = self.cfg.decoder.audio_channels.max(1);
         let delays = self.cfg.decoder.num_codebooks / channels;
-        let pattern =
-            DelayPattern::for_channels(frames.max(delays), self.cfg.decoder.num_codebooks, channels, 0);
+        let pattern = DelayPattern::for_channels(
+            frames.max(delays),
+            self.cfg.decoder.num_codebooks,
+            channels,
+            0,
+        );
         (pattern.steps() - prompt).max(0) as usize
     }
 
@@ -546,9 +550,7 @@ impl MusicGenEngine {
         let loaded = self.lock()?;
         let encoded = loaded.encode(prompts)?;
         match &loaded.model {
-            Model::Melody(m) => m
-                .condition(&encoded, melodies, false)
-                .map_err(engine_error),
+            Model::Melody(m) => m.condition(&encoded, melodies, false).map_err(engine_error),
             Model::Text(_) => Err(GenerationError::Rejected(format!(
                 "model {} does not condition on a melody",
                 self.info.name
@@ -596,7 +598,11 @@ impl MusicGenEngine {
         vec![MelodyChroma(None); n]
     }
 
-    fn check_melodies(&self, prompts: usize, melodies: &[MelodyChroma]) -> Result<(), GenerationError> {
+    fn check_melodies(
+        &self,
+        prompts: usize,
+        melodies: &[MelodyChroma],
+    ) -> Result<(), GenerationError> {
         if melodies.len() != prompts {
             return Err(GenerationError::Rejected(format!(
                 "{} melodies for {prompts} prompts",

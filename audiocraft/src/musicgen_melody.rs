@@ -63,12 +63,10 @@ impl MusicgenMelodyConfig {
     /// `model_type` or `architectures`).
     pub fn describes(config: &serde_json::Value) -> bool {
         config["model_type"].as_str() == Some("musicgen_melody")
-            || config["architectures"]
-                .as_array()
-                .is_some_and(|a| {
-                    a.iter()
-                        .any(|v| v.as_str() == Some("MusicgenMelodyForConditionalGeneration"))
-                })
+            || config["architectures"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|v| v.as_str() == Some("MusicgenMelodyForConditionalGeneration"))
+            })
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -160,14 +158,9 @@ impl MusicgenMelodyModel {
                 true,
             )
         });
-        let audio_enc_to_dec_proj = cfg.has_audio_enc_to_dec_proj().then(|| {
-            Linear::new(
-                &vs / "audio_enc_to_dec_proj",
-                cfg.num_chroma,
-                hidden,
-                true,
-            )
-        });
+        let audio_enc_to_dec_proj = cfg
+            .has_audio_enc_to_dec_proj()
+            .then(|| Linear::new(&vs / "audio_enc_to_dec_proj", cfg.num_chroma, hidden, true));
         let decoder = MusicgenDecoder::without_cross_attention(&vs / "decoder", &base.decoder)
             .map_err(|e| e.to_string())?;
         let audio = EncodecDecoder::new(&vs / "audio_encoder", &base.audio_encoder)
@@ -281,9 +274,7 @@ impl MusicgenMelodyModel {
             return Ok(cond);
         }
         let null_melodies = vec![MelodyChroma(None); melodies.len()];
-        let null_chroma = self
-            .chroma_states(&null_melodies)?
-            .f_to_kind(text.kind())?;
+        let null_chroma = self.chroma_states(&null_melodies)?.f_to_kind(text.kind())?;
         let null = Tensor::f_cat(&[&null_chroma, &text.f_zeros_like()?], 1)?;
         Tensor::f_cat(&[&cond, &null], 0)
     }

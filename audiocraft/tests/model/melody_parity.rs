@@ -56,7 +56,10 @@ fn reference() -> (HashMap<String, Tensor>, Vec<String>) {
 fn melody_samples() -> Vec<f32> {
     let bytes = std::fs::read(fixture_dir().join("melody.wav")).expect("melody.wav");
     let (header, samples) = decode_wav(&bytes).expect("16-bit wav");
-    assert_eq!((header.channels, header.sample_rate), (1, MELODY_SAMPLE_RATE));
+    assert_eq!(
+        (header.channels, header.sample_rate),
+        (1, MELODY_SAMPLE_RATE)
+    );
     samples.iter().map(|&s| f32::from(s) / 32768.0).collect()
 }
 
@@ -209,7 +212,9 @@ fn clip_requests_with_an_uploaded_melody_get_the_reference_codes() {
         samples: Vec::new(),
         sample_rate: MELODY_SAMPLE_RATE,
     });
-    let err = engine.generate(&[empty], &mut RunToEnd).expect_err("rejected");
+    let err = engine
+        .generate(&[empty], &mut RunToEnd)
+        .expect_err("rejected");
     assert!(
         matches!(err, sound_creator_core::audio::GenerationError::Rejected(_)),
         "{err}"

@@ -94,10 +94,16 @@ fn stereo_greedy_codes_match_transformers_in_both_step_modes() {
             })
             .expect("generate");
         // Each left/right pair shares a delay: frames + 4 - 1 steps, not + 7.
-        assert_eq!(reports.last(), Some(&((frames + 3) as usize, (frames + 3) as usize)));
+        assert_eq!(
+            reports.last(),
+            Some(&((frames + 3) as usize, (frames + 3) as usize))
+        );
         assert_eq!(codes.size(), expected.size());
         let mismatches = codes.ne_tensor(expected).sum(Kind::Int64).int64_value(&[]);
-        assert_eq!(mismatches, 0, "{mode:?}: ours {codes}\nreference {expected}");
+        assert_eq!(
+            mismatches, 0,
+            "{mode:?}: ours {codes}\nreference {expected}"
+        );
     }
 }
 
@@ -105,7 +111,10 @@ fn stereo_greedy_codes_match_transformers_in_both_step_modes() {
 fn each_channel_decodes_its_own_codebooks_as_transformers_does() {
     let (reference, _) = reference();
     let engine = engine();
-    for (codes, audio) in [("encodec_codes", "encodec_audio"), ("greedy_codes", "greedy_audio")] {
+    for (codes, audio) in [
+        ("encodec_codes", "encodec_audio"),
+        ("greedy_codes", "greedy_audio"),
+    ] {
         let ours = engine.decode_audio(&reference[codes]).expect("decode");
         let expected = &reference[audio]; // [batch, 2, samples]
         assert_eq!(ours.size(), expected.size(), "{audio}");

@@ -127,7 +127,11 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
             .iter()
             .map(|w| (w.frames + delays - 1 - w.prompt) as usize)
             .sum();
-        assert!(reports.seen.windows(2).all(|p| p[0].0 < p[1].0), "{:?}", reports.seen);
+        assert!(
+            reports.seen.windows(2).all(|p| p[0].0 < p[1].0),
+            "{:?}",
+            reports.seen
+        );
         assert!(reports.seen.iter().all(|&(_, t)| t == total_steps));
         assert_eq!(reports.seen.last(), Some(&(total_steps, total_steps)));
     }
@@ -136,7 +140,11 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
 #[test]
 fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
     let engine = engine(&fixtures().join("tiny-musicgen"));
-    assert_eq!(engine.info().max_duration, None, "only MAX_DURATION caps a clip");
+    assert_eq!(
+        engine.info().max_duration,
+        None,
+        "only MAX_DURATION caps a clip"
+    );
     let windowing = engine.windowing();
     assert_eq!((windowing.window, windowing.stride), (1500, 900));
     let params = GenerationParams {
@@ -167,7 +175,12 @@ fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
     let step = |i: usize| (samples[i] - samples[i - 1]).abs();
     let rms = |range: std::ops::Range<usize>| {
         let n = range.len() as f64;
-        (samples[range].iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / n).sqrt()
+        (samples[range]
+            .iter()
+            .map(|&s| f64::from(s).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt()
     };
     for seam_s in [30usize, 48, 66] {
         let seam = seam_s * 32_000;
@@ -176,14 +189,26 @@ fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
             .map(step)
             .fold(0f32, f32::max);
         let at = (seam - 64..seam + 64).map(step).fold(0f32, f32::max);
-        assert!(at <= 1.5 * around, "seam at {seam_s} s: a jump of {at} (elsewhere at most {around})");
+        assert!(
+            at <= 1.5 * around,
+            "seam at {seam_s} s: a jump of {at} (elsewhere at most {around})"
+        );
         let (before, after) = (rms(seam - 16_000..seam), rms(seam..seam + 16_000));
-        assert!(before > 1e-4 && after > 1e-4, "silence at {seam_s} s: {before} {after}");
-        assert!(before / after < 10.0 && after / before < 10.0, "level jump at {seam_s} s");
+        assert!(
+            before > 1e-4 && after > 1e-4,
+            "silence at {seam_s} s: {before} {after}"
+        );
+        assert!(
+            before / after < 10.0 && after / before < 10.0,
+            "level jump at {seam_s} s"
+        );
     }
     // And no pad or start code (64) leaks into the codes at a seam.
     for seam in [1500usize, 2400, 3300] {
-        assert!(clip.codes.iter().all(|row| row[seam - 4..seam + 4].iter().all(|&c| c < 64)));
+        assert!(clip
+            .codes
+            .iter()
+            .all(|row| row[seam - 4..seam + 4].iter().all(|&c| c < 64)));
     }
 
     // A stop in the second window cancels the whole clip.
