@@ -892,6 +892,42 @@ mod tests {
     }
 
     #[test]
+    fn stereo_pairs_share_a_delay_and_a_prompt_is_written_at_its_delays() {
+        // 2 channels x 2 levels interleaved: codebooks 0 and 1 (left and
+        // right, level 0) are not delayed, 2 and 3 (level 1) by one.
+        let pattern = DelayPattern::for_channels(3, 4, 2, 9);
+        assert_eq!(
+            (pattern.length, pattern.delays(), pattern.steps()),
+            (5, 2, 4)
+        );
+        let mask = Vec::<i64>::try_from(pattern.mask().view([-1])).expect("mask");
+        let p = 9;
+        #[rustfmt::skip]
+        let expected = vec![
+            p, -1, -1, -1, p,
+            p, -1, -1, -1, p,
+            p, p, -1, -1, -1,
+            p, p, -1, -1, -1,
+        ];
+        assert_eq!(mask, expected);
+        // One prompt frame per codebook: 10, 11, 12, 13.
+        let prompt = Tensor::from_slice(&[10i64, 11, 12, 13]).view([1, 4, 1]);
+        let with = pattern.mask_with_prompt(&prompt).expect("prompted");
+        let with = Vec::<i64>::try_from(with.view([-1])).expect("mask");
+        #[rustfmt::skip]
+        let expected = vec![
+            p, 10, -1, -1, p,
+            p, 11, -1, -1, p,
+            p, p, 12, -1, -1,
+            p, p, 13, -1, -1,
+        ];
+        assert_eq!(with, expected);
+        // A prompt as long as the clip leaves nothing to generate.
+        let whole = Tensor::zeros([1, 4, 3], (Kind::Int64, Device::Cpu));
+        assert!(pattern.mask_with_prompt(&whole).is_err());
+    }
+
+    #[test]
     fn revert_reads_each_codebook_at_its_delay() {
         let pattern = DelayPattern::for_frames(3, 2, 9);
         // codebook 0: [bos, a0, a1, a2, pad]; codebook 1: [bos, pad, b0, b1, b2]

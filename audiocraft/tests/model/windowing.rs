@@ -223,3 +223,34 @@ fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
     let (done, _) = *stopping.seen.last().expect("reports");
     assert!(done > 1503 && done < 1503 + 903, "stopped at step {done}");
 }
+
+#[test]
+fn a_long_melody_clip_follows_the_melody_window_by_window() {
+    // The melody fixture on short windows: each window is conditioned on
+    // the melody from its own start time (wrapping around the 4 s melody).
+    let dir = fixtures().join("tiny-musicgen-melody");
+    let mut engine = engine(&dir);
+    engine.set_windowing(Windowing {
+        window: 40,
+        stride: 24,
+    });
+    let bytes = std::fs::read(dir.join("melody.wav")).expect("melody.wav");
+    let (_, samples) = sound_creator_core::audio::decode_wav(&bytes).expect("wav");
+    let melody = sound_creator_core::audio::MelodyInput {
+        samples: samples.iter().map(|&s| f32::from(s) / 32768.0).collect(),
+        sample_rate: sound_creator_core::audio::MELODY_SAMPLE_RATE,
+    };
+    let mut request = ClipRequest::new("epic orchestral music", 2.0, greedy());
+    request.melody = Some(melody);
+    let mut reports = Reports {
+        seen: Vec::new(),
+        stop_after: None,
+    };
+    let clips = engine
+        .generate_with_codes(&[request], &mut reports)
+        .expect("generate");
+    assert_eq!(clips[0].clip.samples.len(), 64_000);
+    assert_eq!(clips[0].codes[0].len(), 100);
+    let total = 43 + 27 + 27 + 15;
+    assert_eq!(reports.seen.last(), Some(&(total, total)));
+}
