@@ -351,11 +351,17 @@ impl MusicgenConfig {
     /// load time with a message rather than inside a tensor op.
     pub fn validate(&self) -> Result<(), String> {
         let d = &self.decoder;
-        if d.audio_channels != 1 {
+        // Stereo checkpoints interleave each channel's codebooks and decode
+        // them with a mono EnCodec.
+        if !matches!(d.audio_channels, 1 | 2) || d.num_codebooks % d.audio_channels.max(1) != 0 {
             return Err(format!(
-                "decoder.audio_channels = {}: only mono MusicGen is supported",
-                d.audio_channels
+                "decoder.audio_channels = {} with {} codebooks: MusicGen is mono or stereo \
+                 with the codebooks interleaved",
+                d.audio_channels, d.num_codebooks
             ));
+        }
+        if d.audio_channels == 2 && self.audio_encoder.audio_channels != 1 {
+            return Err("a stereo MusicGen decodes each channel with a mono EnCodec".to_owned());
         }
         if d.num_attention_heads <= 0 || d.hidden_size % d.num_attention_heads != 0 {
             return Err(format!(
@@ -386,11 +392,11 @@ impl MusicgenConfig {
                 ));
             }
         }
-        if self.audio_encoder.num_quantizers() < d.num_codebooks {
+        if self.audio_encoder.num_quantizers() < d.num_codebooks / d.audio_channels {
             return Err(format!(
-                "EnCodec has {} quantizers but the decoder predicts {} codebooks",
+                "EnCodec has {} quantizers but the decoder predicts {} codebooks per channel",
                 self.audio_encoder.num_quantizers(),
-                d.num_codebooks
+                d.num_codebooks / d.audio_channels
             ));
         }
         Ok(())
@@ -430,6 +436,23 @@ mod tests {
         assert!(cfg.has_enc_to_dec_proj());
         assert_eq!(cfg.audio_encoder.frame_rate(), 50);
         assert_eq!(cfg.audio_encoder.num_quantizers(), 4);
+    }
+
+    #[test]
+    fn the_stereo_fixture_config_validates_with_8_interleaved_codebooks() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tiny-musicgen-stereo/config.json"
+        );
+        let text = std::fs::read_to_string(path).expect("fixture config");
+        let mut cfg: MusicgenConfig = serde_json::from_str(&text).expect("parses");
+        cfg.validate().expect("valid");
+        assert_eq!(
+            (cfg.decoder.audio_channels, cfg.decoder.num_codebooks),
+            (2, 8)
+        );
+        cfg.decoder.num_codebooks = 7;
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

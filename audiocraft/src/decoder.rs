@@ -249,10 +249,12 @@ pub enum Span {
 pub struct DecoderState {
     /// Per layer [2 (keys, values), batch, heads, capacity, head_dim].
     self_attn: Vec<Tensor>,
-    /// Per layer [2, batch, heads, source length, head_dim].
+    /// Per layer [2, batch, heads, source length, head_dim]; empty for a
+    /// decoder without cross-attention.
     cross_attn: Vec<Tensor>,
-    /// Additive, in the decoder's kind: [batch, 1, 1, source length].
-    cross_mask: Tensor,
+    /// Additive, in the decoder's kind: [batch, 1, 1, source length]; `None`
+    /// without cross-attention.
+    cross_mask: Option<Tensor>,
     /// The next position to write, as [1] i64 on the device. Device steps
     /// read it; whoever drives them advances it ([`DecoderState::advance`]).
     position: Tensor,
@@ -447,26 +449,35 @@ fn self_attention_mask(
 struct DecoderLayer {
     self_attn: Attention,
     self_attn_layer_norm: LayerNorm,
-    encoder_attn: Attention,
-    encoder_attn_layer_norm: LayerNorm,
+    /// `None` in MusicGen-melody's decoder, whose conditioning is prepended
+    /// to its input instead.
+    cross: Option<CrossAttention>,
     fc1: Linear,
     fc2: Linear,
     final_layer_norm: LayerNorm,
 }
 
+#[derive(Debug)]
+struct CrossAttention {
+    encoder_attn: Attention,
+    encoder_attn_layer_norm: LayerNorm,
+}
+
 impl DecoderLayer {
-    fn new(vs: nn::Path, cfg: &MusicgenDecoderConfig, cross_in: i64) -> Self {
+    fn new(vs: nn::Path, cfg: &MusicgenDecoderConfig, cross_in: Option<i64>) -> Self {
         let h = cfg.hidden_size;
         Self {
             self_attn: Attention::new(&vs / "self_attn", h, h, cfg.num_attention_heads),
             self_attn_layer_norm: LayerNorm::new(&vs / "self_attn_layer_norm", h),
-            encoder_attn: Attention::new(
-                &vs / "encoder_attn",
-                h,
-                cross_in,
-                cfg.num_attention_heads,
-            ),
-            encoder_attn_layer_norm: LayerNorm::new(&vs / "encoder_attn_layer_norm", h),
+            cross: cross_in.map(|cross_in| CrossAttention {
+                encoder_attn: Attention::new(
+                    &vs / "encoder_attn",
+                    h,
+                    cross_in,
+                    cfg.num_attention_heads,
+                ),
+                encoder_attn_layer_norm: LayerNorm::new(&vs / "encoder_attn_layer_norm", h),
+            }),
             fc1: Linear::new(&vs / "fc1", h, cfg.ffn_dim, false),
             fc2: Linear::new(&vs / "fc2", cfg.ffn_dim, h, false),
             final_layer_norm: LayerNorm::new(&vs / "final_layer_norm", h),
@@ -478,8 +489,7 @@ impl DecoderLayer {
         &self,
         xs: &Tensor,
         self_cache: &mut Tensor,
-        cross: &Tensor,
-        cross_mask: &Tensor,
+        cross: Option<(&Tensor, &Tensor)>,
         span: Span,
         position: &Tensor,
         self_mask: Option<&Tensor>,
@@ -492,12 +502,20 @@ impl DecoderLayer {
             position,
             self_mask,
         )?;
-        let xs = self.encoder_attn.forward_cross(
-            &self.encoder_attn_layer_norm.forward(&xs)?,
-            &xs,
-            cross,
-            cross_mask,
-        )?;
+        let xs = match (&self.cross, cross) {
+            (Some(layer), Some((kv, mask))) => layer.encoder_attn.forward_cross(
+                &layer.encoder_attn_layer_norm.forward(&xs)?,
+                &xs,
+                kv,
+                mask,
+            )?,
+            (None, _) => xs,
+            (Some(_), None) => {
+                return Err(TchError::Kind(
+                    "cross-attention layer without encoder states".to_owned(),
+                ))
+            }
+        };
         let hidden = self
             .fc1
             .forward(&self.final_layer_norm.forward(&xs)?)?
@@ -537,13 +555,52 @@ pub struct MusicgenDecoder {
     /// Set by [`MusicgenDecoder::fuse`], which must run before decoding.
     fused: Option<Fused>,
     cfg: MusicgenDecoderConfig,
-    cross_in: i64,
+    /// Width of the cross-attended states; `None` for a decoder whose
+    /// conditioning is prepended to its input (MusicGen-melody).
+    cross_in: Option<i64>,
 }
+
+/// Positions a prefixed decoder may hold beyond `max_position_embeddings`:
+/// room for the prepended conditioning (235 chroma frames and the prompt's
+/// tokens). `transformers` extends the sinusoids as far as needed; the
+/// checkpoints were trained with the condition in front of 30 s of codes.
+pub const PREFIX_POSITIONS: i64 = 1024;
 
 impl MusicgenDecoder {
     /// `cross_in`: width of the encoder states cross-attention reads
     /// (the decoder width after `enc_to_dec_proj`).
     pub fn new(vs: nn::Path, cfg: &MusicgenDecoderConfig, cross_in: i64) -> Result<Self, TchError> {
+        Self::build(vs, cfg, Some(cross_in))
+    }
+
+    /// MusicGen-melody's decoder (`MusicgenMelodyForCausalLM`): the same
+    /// layers without cross-attention; the conditioning enters as a prefix
+    /// of the input ([`MusicgenDecoder::start_prefixed`]).
+    pub fn without_cross_attention(
+        vs: nn::Path,
+        cfg: &MusicgenDecoderConfig,
+    ) -> Result<Self, TchError> {
+        Self::build(vs, cfg, None)
+    }
+
+    /// Whether the layers cross-attend (false: the conditioning is a prefix).
+    pub fn cross_attends(&self) -> bool {
+        self.cross_in.is_some()
+    }
+
+    /// Positions one generation may use, prefix included.
+    pub fn max_positions(&self) -> i64 {
+        match self.cross_in {
+            Some(_) => self.cfg.max_position_embeddings,
+            None => self.cfg.max_position_embeddings + PREFIX_POSITIONS,
+        }
+    }
+
+    fn build(
+        vs: nn::Path,
+        cfg: &MusicgenDecoderConfig,
+        cross_in: Option<i64>,
+    ) -> Result<Self, TchError> {
         let inner = &vs / "model" / "decoder";
         let embed_tokens = (0..cfg.num_codebooks)
             .map(|k| {
@@ -558,7 +615,11 @@ impl MusicgenDecoder {
         let lm_heads = (0..cfg.num_codebooks)
             .map(|k| Linear::new(&vs / "lm_heads" / k, cfg.hidden_size, cfg.vocab_size, false))
             .collect();
-        let positions = sinusoidal_positions(cfg.max_position_embeddings, cfg.hidden_size)?;
+        let table = match cross_in {
+            Some(_) => cfg.max_position_embeddings,
+            None => cfg.max_position_embeddings + PREFIX_POSITIONS,
+        };
+        let positions = sinusoidal_positions(table, cfg.hidden_size)?;
         Ok(Self {
             embed_tokens,
             layers,
@@ -633,39 +694,90 @@ impl MusicgenDecoder {
         capacity: i64,
     ) -> Result<DecoderState, TchError> {
         let (device, kind) = self.device_and_kind();
-        if capacity > self.cfg.max_position_embeddings {
-            // Sinusoids extend to any length, but the model never saw more.
-            return Err(TchError::Kind(format!(
-                "{capacity} decoding steps exceed max_position_embeddings {}",
-                self.cfg.max_position_embeddings
-            )));
-        }
+        let Some(cross_in) = self.cross_in else {
+            return Err(TchError::Kind(
+                "this decoder has no cross-attention: start it with a prefix".to_owned(),
+            ));
+        };
         let (b, _, width) = encoder_states.size3()?;
-        if width != self.cross_in {
+        if width != cross_in {
             return Err(TchError::Shape(format!(
-                "encoder states have width {width}, expected {}",
-                self.cross_in
+                "encoder states have width {width}, expected {cross_in}"
             )));
         }
         let states = encoder_states.f_to_device(device)?.f_to_kind(kind)?;
+        let mut state = self.empty_state(b, capacity)?;
+        for layer in &self.layers {
+            if let Some(cross) = &layer.cross {
+                state
+                    .cross_attn
+                    .push(cross.encoder_attn.project_kv(&states)?);
+            }
+        }
+        state.cross_mask = Some(additive_mask_in(&encoder_mask.f_to_device(device)?, kind)?);
+        Ok(state)
+    }
+
+    /// Starts a generation of a decoder without cross-attention whose
+    /// conditioning `prefix` [batch, len, hidden] comes before the codes, as
+    /// `MusicgenMelodyForCausalLM` concatenates `encoder_hidden_states` and
+    /// the code embeddings: the prefix takes positions 0..len (sinusoids
+    /// included) under the causal mask, and the codes follow. Runs the
+    /// prefix through the layers (its keys and values fill the caches); the
+    /// state then stands at position len, of `capacity` in all.
+    pub fn start_prefixed(&self, prefix: &Tensor, capacity: i64) -> Result<DecoderState, TchError> {
+        let (device, kind) = self.device_and_kind();
+        if self.cross_in.is_some() {
+            return Err(TchError::Kind(
+                "this decoder cross-attends: start it with encoder states".to_owned(),
+            ));
+        }
+        let (b, len, width) = prefix.size3()?;
+        if width != self.cfg.hidden_size || len < 1 || len >= capacity {
+            return Err(TchError::Shape(format!(
+                "a prefix of {len} x {width} does not fit a decoder of width {} and {capacity} positions",
+                self.cfg.hidden_size
+            )));
+        }
+        let mut state = self.empty_state(b, capacity)?;
+        let span = Span::Host { start: 0, len };
+        let fused = self.fused.as_ref().ok_or_else(not_fused)?;
+        let xs = prefix
+            .f_to_device(device)?
+            .f_to_kind(kind)?
+            .f_add(&fused.positions.f_narrow(0, 0, len)?.f_unsqueeze(0)?)?;
+        let _threads =
+            (device == Device::Cpu && b * len <= gemv::MAX_ROWS as i64).then(IntraOpThreads::one);
+        // The prefix's own outputs are not needed: only its keys and values.
+        let _ = self.layers_forward(xs, &mut state, span)?;
+        state.len = len;
+        let _ = state.position.f_fill_(len)?;
+        Ok(state)
+    }
+
+    /// Caches of `capacity` positions for `batch` rows, nothing attended yet.
+    fn empty_state(&self, batch: i64, capacity: i64) -> Result<DecoderState, TchError> {
+        let (device, kind) = self.device_and_kind();
+        if capacity > self.max_positions() {
+            // Sinusoids extend to any length, but the model never saw more.
+            return Err(TchError::Kind(format!(
+                "{capacity} decoding positions exceed the {} this decoder takes",
+                self.max_positions()
+            )));
+        }
         let heads = self.cfg.num_attention_heads;
         let head_dim = self.cfg.head_dim();
-        let mut self_attn = Vec::with_capacity(self.layers.len());
-        let mut cross_attn = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        let self_attn = self
+            .layers
+            .iter()
             // Zeros, not empty: a masked slot still enters the products, and
             // stale NaNs there would survive the mask.
-            self_attn.push(Tensor::f_zeros(
-                [2, b, heads, capacity, head_dim],
-                (kind, device),
-            )?);
-            cross_attn.push(layer.encoder_attn.project_kv(&states)?);
-        }
-        let cross_mask = additive_mask_in(&encoder_mask.f_to_device(device)?, kind)?;
+            .map(|_| Tensor::f_zeros([2, batch, heads, capacity, head_dim], (kind, device)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(DecoderState {
             self_attn,
-            cross_attn,
-            cross_mask,
+            cross_attn: Vec::new(),
+            cross_mask: None,
             position: Tensor::f_zeros([1], (Kind::Int64, device))?,
             slots: Tensor::f_arange(capacity, (Kind::Int64, device))?,
             len: 0,
@@ -751,25 +863,8 @@ impl MusicgenDecoder {
             Span::Host { start, len } => fused.positions.f_narrow(0, start, len)?,
             Span::Device { .. } => fused.positions.f_index_select(0, &position)?,
         };
-        let mut xs = xs.f_add(&positions.f_unsqueeze(0)?)?;
-        let self_mask = self_attention_mask(span, &position, &state.slots, kind)?;
-        for ((layer, self_cache), cross) in self
-            .layers
-            .iter()
-            .zip(state.self_attn.iter_mut())
-            .zip(&state.cross_attn)
-        {
-            xs = layer.forward(
-                &xs,
-                self_cache,
-                cross,
-                &state.cross_mask,
-                span,
-                &position,
-                self_mask.as_ref(),
-            )?;
-        }
-        let xs = self.layer_norm.forward(&xs)?;
+        let xs = xs.f_add(&positions.f_unsqueeze(0)?)?;
+        let xs = self.layers_forward(xs, state, span)?;
         let vocab = self.cfg.vocab_size;
         // [b, l, K*V] -> [b, K, l, V]
         let logits = fused
@@ -778,6 +873,35 @@ impl MusicgenDecoder {
             .f_view([b, l, c, vocab])?
             .f_permute([0, 2, 1, 3])?;
         logits.f_to_kind(Kind::Float)
+    }
+}
+
+impl MusicgenDecoder {
+    /// The layers and the final layer norm over `xs` [batch, len, hidden]
+    /// (embeddings and positions already summed) at `span`.
+    fn layers_forward(
+        &self,
+        mut xs: Tensor,
+        state: &mut DecoderState,
+        span: Span,
+    ) -> Result<Tensor, TchError> {
+        let (_, kind) = self.device_and_kind();
+        // A handle, so that the layers can read it while writing the caches.
+        let position = state.position.shallow_clone();
+        let self_mask = self_attention_mask(span, &position, &state.slots, kind)?;
+        for (i, (layer, self_cache)) in self
+            .layers
+            .iter()
+            .zip(state.self_attn.iter_mut())
+            .enumerate()
+        {
+            let cross = match (&state.cross_mask, state.cross_attn.get(i)) {
+                (Some(mask), Some(kv)) => Some((kv, mask)),
+                _ => None,
+            };
+            xs = layer.forward(&xs, self_cache, cross, span, &position, self_mask.as_ref())?;
+        }
+        self.layer_norm.forward(&xs)
     }
 }
 

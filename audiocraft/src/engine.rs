@@ -15,6 +15,13 @@
 //! On CUDA the decoding steps are captured as CUDA graphs where the build
 //! can ([`crate::generation::StepMode`]); [`MusicGenEngine::set_cuda_graphs`]
 //! turns that off.
+//!
+//! One engine serves every MusicGen checkpoint: text-only
+//! (`MusicgenForConditionalGeneration`, [`MusicgenModel`]) or melody
+//! (`MusicgenMelodyForConditionalGeneration`, [`MusicgenMelodyModel`]), mono
+//! or stereo (8 codebooks interleaved left/right, 2-channel clips). A clip
+//! longer than the 30 s window is generated window by window
+//! ([`crate::windowing`]), its progress counted over all windows as one.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -23,18 +30,91 @@ use sound_creator_core::audio::{
     AudioGenerator, Clip, ClipRequest, GenerationError, ModelInfo, StepControl, StepObserver,
 };
 use sound_creator_core::request::GenerationParams;
+use sound_creator_core::settings::Limits;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::MusicgenConfig;
 use crate::cuda;
-use crate::generation::{Continue, GenerateError, GenerateOptions, MusicgenModel, StepMode};
+use crate::generation::{
+    Continue, DelayPattern, GenerateError, GenerateOptions, MusicgenModel, StepMode,
+};
 use crate::hub::HubSettings;
+use crate::musicgen_melody::{MelodyChroma, MusicgenMelodyConfig, MusicgenMelodyModel};
 use crate::sampling::Decoding;
 use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
+use crate::windowing::Windowing;
+
+/// The model a checkpoint holds.
+#[derive(Debug)]
+enum Model {
+    Text(MusicgenModel),
+    Melody(MusicgenMelodyModel),
+}
+
+impl Model {
+    fn step_mode(&self) -> StepMode {
+        match self {
+            Model::Text(m) => m.step_mode(),
+            Model::Melody(m) => m.step_mode(),
+        }
+    }
+
+    fn set_step_mode(&mut self, mode: StepMode) {
+        match self {
+            Model::Text(m) => m.set_step_mode(mode),
+            Model::Melody(m) => m.set_step_mode(mode),
+        }
+    }
+
+    /// Positions one generation may use beyond the codes' own (the melody
+    /// model's prefix), for the window's length.
+    fn max_positions(&self) -> i64 {
+        match self {
+            Model::Text(m) => m.decoder().max_positions(),
+            Model::Melody(m) => m.decoder().max_positions(),
+        }
+    }
+
+    /// Codes [batch, codebooks, frames], `prompt`'s frames first when given.
+    /// A text model is only called with no melody.
+    fn generate(
+        &self,
+        prompts: &EncodedPrompts,
+        melodies: &[MelodyChroma],
+        prompt: Option<&Tensor>,
+        frames: i64,
+        options: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize) -> Continue,
+    ) -> Result<Tensor, GenerateError> {
+        match self {
+            Model::Text(m) => m.continue_codes(prompts, prompt, frames, options, on_step),
+            Model::Melody(m) => m.generate(prompts, melodies, prompt, frames, options, on_step),
+        }
+    }
+
+    fn logits(
+        &self,
+        prompts: &EncodedPrompts,
+        melodies: &[MelodyChroma],
+        codes: &Tensor,
+    ) -> Result<Tensor, tch::TchError> {
+        match self {
+            Model::Text(m) => m.logits(prompts, codes),
+            Model::Melody(m) => m.logits(prompts, melodies, codes),
+        }
+    }
+
+    fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self {
+            Model::Text(m) => m.decode_audio(codes),
+            Model::Melody(m) => m.decode_audio(codes),
+        }
+    }
+}
 
 struct Loaded {
-    model: MusicgenModel,
+    model: Model,
     tokenizer: T5Tokenizer,
     /// Owns the variables the model's tensors alias.
     _vs: nn::VarStore,
@@ -54,6 +134,9 @@ pub struct MusicGenEngine {
     loaded: Mutex<Loaded>,
     info: ModelInfo,
     cfg: MusicgenConfig,
+    /// `chroma_length` of a melody checkpoint.
+    chroma_length: Option<i64>,
+    windowing: Windowing,
     device: Device,
     kind: Kind,
 }
@@ -72,8 +155,16 @@ impl std::fmt::Debug for MusicGenEngine {
 #[derive(Debug)]
 pub struct GeneratedClip {
     pub clip: Clip,
-    /// `[codebook][frame]`, delay pattern removed.
+    /// `[codebook][frame]`, delay pattern removed (interleaved left/right
+    /// when stereo).
     pub codes: Vec<Vec<i64>>,
+}
+
+/// The seed of window `index` of a long clip: the request's seed for the
+/// first (so a clip of one window is what it always was), then distinct
+/// streams, the same on every run.
+fn window_seed(seed: Option<u64>, index: usize) -> Option<u64> {
+    seed.map(|s| s ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 impl MusicGenEngine {
@@ -98,29 +189,56 @@ impl MusicGenEngine {
         }
         let dir = resolve_model_dir(model, cache_dir, hub)?;
         let checkpoint = Checkpoint::open(&dir)?;
-        let cfg: MusicgenConfig = checkpoint.config()?;
+        let raw: serde_json::Value = checkpoint.config()?;
+        let melody_cfg: Option<MusicgenMelodyConfig> = if MusicgenMelodyConfig::describes(&raw) {
+            Some(checkpoint.config()?)
+        } else {
+            None
+        };
+        let cfg: MusicgenConfig = match &melody_cfg {
+            Some(m) => m.base.clone(),
+            None => checkpoint.config()?,
+        };
         let tokenizer = T5Tokenizer::from_file(&checkpoint.tokenizer_file()?)
             .map_err(|e| model_err(e.to_string()))?;
 
         let mut vs = nn::VarStore::new(device);
-        let mut built = MusicgenModel::new(vs.root(), &cfg).map_err(model_err)?;
+        let mut built = match &melody_cfg {
+            Some(m) => Model::Melody(MusicgenMelodyModel::new(vs.root(), m).map_err(model_err)?),
+            None => Model::Text(MusicgenModel::new(vs.root(), &cfg).map_err(model_err)?),
+        };
         checkpoint.load_into(&mut vs)?;
         if kind != Kind::Float {
             let mut decoder = vs.root() / "decoder";
             decoder.set_kind(kind);
         }
         // After the kind change: converting later would undo the fusion.
-        built.fuse().map_err(|e| model_err(first_line(&e)))?;
+        match &mut built {
+            Model::Text(m) => m.fuse(),
+            Model::Melody(m) => m.fuse(),
+        }
+        .map_err(|e| model_err(first_line(&e)))?;
         let frame_rate = cfg.audio_encoder.frame_rate() as f64;
         let gpu = cuda::device_name(device);
+        let channels = cfg.decoder.audio_channels.max(1);
+        // The window is the decoder's positions less the delays and, for the
+        // melody model, its prefix (the chroma frames and a long prompt's
+        // tokens).
+        let delays = cfg.decoder.num_codebooks / channels;
+        let max_frames = built.max_positions()
+            - delays
+            - melody_cfg
+                .as_ref()
+                .map_or(0, |m| m.chroma_length + crate::decoder::PREFIX_POSITIONS);
+        let windowing = Windowing::musicgen(frame_rate, max_frames);
         let info = ModelInfo {
             name: model.to_owned(),
             sample_rate: cfg.audio_encoder.sampling_rate,
-            channels: u16::try_from(cfg.audio_encoder.audio_channels).unwrap_or(1),
+            channels: u16::try_from(channels).unwrap_or(1),
             frame_rate,
-            // No melody conditioning and no windowing yet: one window, as
-            // long as the decoder's positions allow (set below).
-            melody: false,
+            melody: melody_cfg.is_some(),
+            // Longer clips are generated window by window: only
+            // MAX_DURATION caps them.
             max_duration: None,
             device: device_label(device),
             gpu: gpu.clone(),
@@ -132,10 +250,13 @@ impl MusicGenEngine {
             device = %info.device,
             gpu = gpu.as_deref().unwrap_or("-"),
             dtype = %info.dtype,
+            channels,
+            melody = info.melody,
+            window_frames = windowing.window,
             step_mode = ?built.step_mode(),
             "MusicGen loaded"
         );
-        let mut engine = Self {
+        Ok(Self {
             loaded: Mutex::new(Loaded {
                 model: built,
                 tokenizer,
@@ -143,11 +264,11 @@ impl MusicGenEngine {
             }),
             info,
             cfg,
+            chroma_length: melody_cfg.as_ref().map(|m| m.chroma_length),
+            windowing,
             device,
             kind,
-        };
-        engine.info.max_duration = Some(engine.max_duration());
-        Ok(engine)
+        })
     }
 
     pub fn config(&self) -> &MusicgenConfig {
@@ -183,10 +304,59 @@ impl MusicGenEngine {
         (duration * self.info.frame_rate).ceil() as i64
     }
 
-    /// Longest clip, in seconds, the decoder's positions allow.
-    pub fn max_duration(&self) -> f64 {
-        let frames = self.cfg.decoder.max_position_embeddings - self.cfg.decoder.num_codebooks;
-        frames as f64 / self.info.frame_rate
+    /// How clips longer than one window are generated.
+    pub fn windowing(&self) -> Windowing {
+        self.windowing
+    }
+
+    /// Replaces the windowing (tests run the algorithm on short windows).
+    pub fn set_windowing(&mut self, windowing: Windowing) {
+        self.windowing = windowing;
+    }
+
+    /// Longest clip, in seconds, one window holds; longer ones are
+    /// generated window by window.
+    pub fn window_duration(&self) -> f64 {
+        self.windowing.window as f64 / self.info.frame_rate
+    }
+
+    /// Decoding steps a generation of `frames` frames after `prompt` known
+    /// ones takes.
+    fn steps_for(&self, frames: i64, prompt: i64) -> usize {
+        let channels = self.cfg.decoder.audio_channels.max(1);
+        let delays = self.cfg.decoder.num_codebooks / channels;
+        let pattern = DelayPattern::for_channels(
+            frames.max(delays),
+            self.cfg.decoder.num_codebooks,
+            channels,
+            0,
+        );
+        (pattern.steps() - prompt).max(0) as usize
+    }
+
+    /// The melody conditioning of each clip of a group for `window` of a
+    /// clip planned as `windows` windows.
+    fn melodies_for(
+        &self,
+        requests: &[&ClipRequest],
+        window: &crate::windowing::Window,
+        windows: usize,
+    ) -> Vec<MelodyChroma> {
+        let Some(length) = self.chroma_length else {
+            return vec![MelodyChroma(None); requests.len()];
+        };
+        let length = length as usize;
+        let rate = f64::from(sound_creator_core::audio::MELODY_SAMPLE_RATE);
+        let start = (window.start as f64 / self.info.frame_rate * rate) as usize;
+        let span = (self.windowing.window as f64 / self.info.frame_rate * rate) as usize;
+        requests
+            .iter()
+            .map(|r| match &r.melody {
+                None => MelodyChroma(None),
+                Some(m) if windows == 1 => MelodyChroma::whole(&m.samples, length),
+                Some(m) => MelodyChroma::window(&m.samples, start, span, length),
+            })
+            .collect()
     }
 
     /// Like [`AudioGenerator::generate`], also returning each clip's codes.
@@ -208,12 +378,24 @@ impl MusicGenEngine {
                     request.duration
                 )));
             }
-            if request.duration > self.max_duration() {
+            if request.duration > Limits::MAX_DURATION_CEILING {
                 return Err(GenerationError::Rejected(format!(
-                    "duration {:.2} s exceeds this model's limit of {:.2} s",
+                    "duration {:.2} s exceeds the {} s any deployment allows",
                     request.duration,
-                    self.max_duration()
+                    Limits::MAX_DURATION_CEILING
                 )));
+            }
+            if let Some(melody) = &request.melody {
+                if melody.samples.is_empty()
+                    || melody.sample_rate != sound_creator_core::audio::MELODY_SAMPLE_RATE
+                {
+                    return Err(GenerationError::Rejected(format!(
+                        "a melody must be non-empty {} Hz audio, got {} samples at {} Hz",
+                        sound_creator_core::audio::MELODY_SAMPLE_RATE,
+                        melody.samples.len(),
+                        melody.sample_rate
+                    )));
+                }
             }
         }
         // One forward pass serves clips with the same settings; clips with
@@ -225,7 +407,7 @@ impl MusicGenEngine {
                 None => groups.push((request.params.clone(), vec![i])),
             }
         }
-        // A group is generated to its longest clip.
+        // A group is generated to its longest clip, in the windows of that.
         let frames_of = |members: &[usize]| {
             members
                 .iter()
@@ -233,55 +415,91 @@ impl MusicGenEngine {
                 .max()
                 .unwrap_or(1)
         };
-        let steps_of = |members: &[usize]| {
-            let frames = frames_of(members);
-            (frames.max(self.cfg.decoder.num_codebooks) + self.cfg.decoder.num_codebooks - 1)
-                as usize
+        let steps_of = |members: &[usize]| -> usize {
+            self.windowing
+                .plan(frames_of(members))
+                .iter()
+                .map(|w| self.steps_for(w.frames, w.prompt))
+                .sum()
         };
         let total: usize = groups.iter().map(|(_, m)| steps_of(m)).sum();
+        let channels = i64::from(self.info.channels);
 
         let loaded = self.lock()?;
         let mut results: Vec<Option<GeneratedClip>> = (0..batch.len()).map(|_| None).collect();
         let mut done_before = 0usize;
         for (params, members) in &groups {
-            let prompts: Vec<&str> = members.iter().map(|&i| batch[i].prompt.as_str()).collect();
+            let requests: Vec<&ClipRequest> = members.iter().map(|&i| &batch[i]).collect();
+            let prompts: Vec<&str> = requests.iter().map(|r| r.prompt.as_str()).collect();
             let encoded = loaded.encode(&prompts)?;
-            let frames = frames_of(members);
-            let options = GenerateOptions {
-                decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
-                guidance_scale: params.cfg_coef,
-                seed: params.seed,
-            };
-            let mut on_step =
-                |done: usize, _steps: usize| match observer.on_step(done_before + done, total) {
+            let plan = self.windowing.plan(frames_of(members));
+            let mut clip_codes: Option<Tensor> = None;
+            let mut prompt: Option<Tensor> = None;
+            for (index, window) in plan.iter().enumerate() {
+                let melodies = self.melodies_for(&requests, window, plan.len());
+                let options = GenerateOptions {
+                    decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
+                    guidance_scale: params.cfg_coef,
+                    seed: window_seed(params.seed, index),
+                };
+                let mut on_step = |done: usize, _steps: usize| match observer
+                    .on_step(done_before + done, total)
+                {
                     StepControl::Continue => Continue::Yes,
                     StepControl::Stop => Continue::Stop,
                 };
-            let codes = loaded
-                .model
-                .generate(&encoded, frames, &options, &mut on_step)
-                .map_err(map_generate_error)?;
-            done_before += steps_of(members);
+                let codes = loaded
+                    .model
+                    .generate(
+                        &encoded,
+                        &melodies,
+                        prompt.as_ref(),
+                        window.frames,
+                        &options,
+                        &mut on_step,
+                    )
+                    .map_err(map_generate_error)?;
+                done_before += self.steps_for(window.frames, window.prompt);
+                let new = codes
+                    .f_narrow(2, window.prompt, window.new_frames())
+                    .map_err(engine_error)?;
+                clip_codes = Some(match clip_codes {
+                    None => new,
+                    Some(before) => Tensor::f_cat(&[before, new], 2).map_err(engine_error)?,
+                });
+                // The next window's context: this one's frames after the stride.
+                let stride = self.windowing.stride;
+                prompt = (window.frames > stride)
+                    .then(|| codes.f_narrow(2, stride, window.frames - stride))
+                    .transpose()
+                    .map_err(engine_error)?;
+            }
+            let codes = clip_codes.ok_or_else(|| {
+                GenerationError::Engine("a clip was planned without windows".to_owned())
+            })?;
             let audio = loaded.model.decode_audio(&codes).map_err(engine_error)?;
             for (row, &i) in members.iter().enumerate() {
                 let clip_frames = self.frames_for(batch[i].duration);
                 let samples = (batch[i].duration * f64::from(self.info.sample_rate)).round() as i64;
-                let wave = audio
-                    .f_get(row as i64)
-                    .and_then(|a| a.f_select(0, 0))
+                // [channels, samples] -> samples interleaved by channel.
+                let wave = audio.f_get(row as i64).map_err(engine_error)?;
+                let samples = samples.min(wave.size()[1]);
+                let wave = wave
+                    .f_narrow(1, 0, samples)
+                    .and_then(|w| w.f_narrow(0, 0, channels))
+                    .and_then(|w| w.f_transpose(0, 1))
+                    .and_then(|w| w.f_contiguous())
+                    .and_then(|w| w.f_view([-1]))
                     .map_err(engine_error)?;
-                let samples = samples.min(wave.size()[0]);
-                let wave = wave.f_narrow(0, 0, samples).map_err(engine_error)?;
                 let codes_i = codes
                     .f_get(row as i64)
                     .and_then(|c| c.f_narrow(1, 0, clip_frames))
                     .map_err(engine_error)?;
                 results[i] = Some(GeneratedClip {
                     clip: Clip {
-                        samples: Vec::<f32>::try_from(wave.f_contiguous().map_err(engine_error)?)
-                            .map_err(engine_error)?,
+                        samples: Vec::<f32>::try_from(wave).map_err(engine_error)?,
                         sample_rate: self.info.sample_rate,
-                        channels: 1,
+                        channels: self.info.channels,
                     },
                     codes: Vec::<Vec<i64>>::try_from(codes_i.f_contiguous().map_err(engine_error)?)
                         .map_err(engine_error)?,
@@ -300,9 +518,44 @@ impl MusicGenEngine {
 
     /// Teacher-forced logits for the parity tests: `codes` [batch, codebooks, len].
     pub fn logits(&self, prompts: &[&str], codes: &Tensor) -> Result<Tensor, GenerationError> {
+        self.logits_with_melody(prompts, &self.no_melodies(prompts.len()), codes)
+    }
+
+    /// [`MusicGenEngine::logits`] of a melody model, each prompt with its
+    /// melody (a text model takes only `MelodyChroma(None)`).
+    pub fn logits_with_melody(
+        &self,
+        prompts: &[&str],
+        melodies: &[MelodyChroma],
+        codes: &Tensor,
+    ) -> Result<Tensor, GenerationError> {
+        self.check_melodies(prompts.len(), melodies)?;
         let loaded = self.lock()?;
         let encoded = loaded.encode(prompts)?;
-        loaded.model.logits(&encoded, codes).map_err(engine_error)
+        loaded
+            .model
+            .logits(&encoded, melodies, codes)
+            .map_err(engine_error)
+    }
+
+    /// The melody model's decoder prefix for `prompts` and `melodies`,
+    /// without guidance: what `transformers` returns as
+    /// `encoder_hidden_states`.
+    pub fn melody_condition(
+        &self,
+        prompts: &[&str],
+        melodies: &[MelodyChroma],
+    ) -> Result<Tensor, GenerationError> {
+        self.check_melodies(prompts.len(), melodies)?;
+        let loaded = self.lock()?;
+        let encoded = loaded.encode(prompts)?;
+        match &loaded.model {
+            Model::Melody(m) => m.condition(&encoded, melodies, false).map_err(engine_error),
+            Model::Text(_) => Err(GenerationError::Rejected(format!(
+                "model {} does not condition on a melody",
+                self.info.name
+            ))),
+        }
     }
 
     /// Codes only (no audio) for `prompts`, for tests and the benchmark.
@@ -313,12 +566,56 @@ impl MusicGenEngine {
         options: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize) -> Continue,
     ) -> Result<Tensor, GenerationError> {
+        self.generate_codes_with_melody(
+            prompts,
+            &self.no_melodies(prompts.len()),
+            frames,
+            options,
+            on_step,
+        )
+    }
+
+    /// [`MusicGenEngine::generate_codes`] with a melody per prompt, in one
+    /// window.
+    pub fn generate_codes_with_melody(
+        &self,
+        prompts: &[&str],
+        melodies: &[MelodyChroma],
+        frames: i64,
+        options: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize) -> Continue,
+    ) -> Result<Tensor, GenerationError> {
+        self.check_melodies(prompts.len(), melodies)?;
         let loaded = self.lock()?;
         let encoded = loaded.encode(prompts)?;
         loaded
             .model
-            .generate(&encoded, frames, options, on_step)
+            .generate(&encoded, melodies, None, frames, options, on_step)
             .map_err(map_generate_error)
+    }
+
+    fn no_melodies(&self, n: usize) -> Vec<MelodyChroma> {
+        vec![MelodyChroma(None); n]
+    }
+
+    fn check_melodies(
+        &self,
+        prompts: usize,
+        melodies: &[MelodyChroma],
+    ) -> Result<(), GenerationError> {
+        if melodies.len() != prompts {
+            return Err(GenerationError::Rejected(format!(
+                "{} melodies for {prompts} prompts",
+                melodies.len()
+            )));
+        }
+        if !self.info.melody && melodies.iter().any(|m| m.0.is_some()) {
+            return Err(GenerationError::Rejected(format!(
+                "model {} does not condition on a melody",
+                self.info.name
+            )));
+        }
+        Ok(())
     }
 
     /// Token ids and mask the tokenizer produces for `prompts`.

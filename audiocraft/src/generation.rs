@@ -38,27 +38,50 @@ use crate::t5::T5Encoder;
 use crate::tokenizer::EncodedPrompts;
 
 /// The delay pattern of one generation: `codebooks` rows of `length`
-/// positions, position 0 being the start column.
+/// positions, position 0 being the start column. With 2 `channels` (the
+/// stereo checkpoints) the codebooks interleave left and right, 0, 2, 4...
+/// the left channel's levels and 1, 3, 5... the right's, and each left/right
+/// pair shares one delay (`transformers`' `build_delay_pattern_mask` with
+/// `audio_channels` 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DelayPattern {
     pub codebooks: i64,
     pub length: i64,
     pub pad: i64,
+    pub channels: i64,
 }
 
 impl DelayPattern {
     /// The pattern that yields `frames` frames per codebook
     /// (`transformers`' `max_length` = frames + codebooks).
     pub fn for_frames(frames: i64, codebooks: i64, pad: i64) -> Self {
+        Self::for_channels(frames, codebooks, 1, pad)
+    }
+
+    /// The pattern of `frames` frames for `codebooks` interleaved over
+    /// `channels` (`max_length` = frames + codebooks / channels).
+    pub fn for_channels(frames: i64, codebooks: i64, channels: i64, pad: i64) -> Self {
+        let channels = channels.max(1);
         Self {
             codebooks,
-            length: frames + codebooks,
+            length: frames + codebooks / channels,
             pad,
+            channels,
         }
     }
 
+    /// Distinct delays: the codebooks of one channel.
+    pub fn delays(&self) -> i64 {
+        self.codebooks / self.channels.max(1)
+    }
+
+    /// How many positions `codebook` lags behind the frames.
+    pub fn delay(&self, codebook: i64) -> i64 {
+        codebook / self.channels.max(1)
+    }
+
     pub fn frames(&self) -> i64 {
-        self.length - self.codebooks
+        self.length - self.delays()
     }
 
     /// Decoding steps: every position after the start column.
@@ -66,11 +89,17 @@ impl DelayPattern {
         self.length - 1
     }
 
+    /// The sequence position of frame `frame` of `codebook`.
+    pub fn position_of(&self, codebook: i64, frame: i64) -> i64 {
+        frame + self.delay(codebook) + 1
+    }
+
     /// The code forced at (`codebook`, `position`), or `None` where the model's
     /// prediction is kept.
     pub fn forced(&self, codebook: i64, position: i64) -> Option<i64> {
-        let before_start = position <= codebook;
-        let after_end = position >= self.length - self.codebooks + 1 + codebook;
+        let delay = self.delay(codebook);
+        let before_start = position <= delay;
+        let after_end = position >= self.length - self.delays() + 1 + delay;
         (before_start || after_end).then_some(self.pad)
     }
 
@@ -84,12 +113,44 @@ impl DelayPattern {
         Tensor::from_slice(&values).view([self.codebooks, self.length])
     }
 
+    /// [batch, codebooks, length] i64: [`DelayPattern::mask`] with the
+    /// frames of `prompt` [batch, codebooks, prompt frames] written at their
+    /// delayed positions, so that decoding keeps them instead of sampling
+    /// (audiocraft's `generate` with `prompt_tokens`: a known code is never
+    /// replaced).
+    pub fn mask_with_prompt(&self, prompt: &Tensor) -> Result<Tensor, TchError> {
+        let (batch, codebooks, frames) = prompt.size3()?;
+        if codebooks != self.codebooks || frames >= self.frames() {
+            return Err(TchError::Shape(format!(
+                "a prompt of {codebooks} codebooks x {frames} frames does not fit a pattern of {} x {}",
+                self.codebooks,
+                self.frames()
+            )));
+        }
+        let mask = self
+            .mask()
+            .f_unsqueeze(0)?
+            .f_repeat([batch, 1, 1])?
+            .f_to_device(prompt.device())?;
+        for k in 0..self.codebooks {
+            mask.f_select(1, k)?
+                .f_narrow(1, self.position_of(k, 0), frames)?
+                .f_copy_(&prompt.f_select(1, k)?)?;
+        }
+        Ok(mask)
+    }
+
     /// Undoes the delay: `sequence` [batch, codebooks, length] ->
-    /// [batch, codebooks, frames], frame f of codebook k read at position f+k+1.
+    /// [batch, codebooks, frames], frame f of codebook k read at its delayed
+    /// position.
     pub fn revert(&self, sequence: &Tensor) -> Result<Tensor, TchError> {
         let frames = self.frames();
         let rows = (0..self.codebooks)
-            .map(|k| sequence.f_select(1, k)?.f_narrow(-1, k + 1, frames))
+            .map(|k| {
+                sequence
+                    .f_select(1, k)?
+                    .f_narrow(-1, self.position_of(k, 0), frames)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Tensor::f_stack(&rows, 1)
     }
@@ -174,6 +235,41 @@ pub struct Conditioning {
     pub states: Tensor,
     pub mask: Tensor,
     pub guided: bool,
+}
+
+/// Where a generation's conditioning enters the decoder.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Cross-attended (MusicGen, AudioGen).
+    Cross(&'a Conditioning),
+    /// Prepended to the decoder's input (MusicGen-melody): `states` [rows,
+    /// len, hidden], rows as in [`Conditioning`] (the conditional batch, then
+    /// the unconditional one when `guided`).
+    Prefix { states: &'a Tensor, guided: bool },
+}
+
+impl Source<'_> {
+    fn rows(&self) -> Result<i64, TchError> {
+        match self {
+            Source::Cross(c) => Ok(c.states.size3()?.0),
+            Source::Prefix { states, .. } => Ok(states.size3()?.0),
+        }
+    }
+
+    fn guided(&self) -> bool {
+        match self {
+            Source::Cross(c) => c.guided,
+            Source::Prefix { guided, .. } => *guided,
+        }
+    }
+
+    /// Decoder positions the conditioning itself takes.
+    fn positions(&self) -> Result<i64, TchError> {
+        match self {
+            Source::Cross(_) => Ok(0),
+            Source::Prefix { states, .. } => Ok(states.size3()?.1),
+        }
+    }
 }
 
 /// The whole model: T5 text encoder, projection, decoder and EnCodec decoder,
@@ -324,12 +420,27 @@ impl MusicgenModel {
         options: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize) -> Continue,
     ) -> Result<Tensor, GenerateError> {
+        self.continue_codes(prompts, None, frames, options, on_step)
+    }
+
+    /// [`MusicgenModel::generate`] whose first frames are `prompt` [batch,
+    /// codebooks, prompt frames] when given (a window of a long clip); the
+    /// result includes them.
+    pub fn continue_codes(
+        &self,
+        prompts: &EncodedPrompts,
+        prompt: Option<&Tensor>,
+        frames: i64,
+        options: &GenerateOptions,
+        on_step: &mut dyn FnMut(usize, usize) -> Continue,
+    ) -> Result<Tensor, GenerateError> {
         let _guard = tch::no_grad_guard();
         let _threads = self.on_cpu().then(IntraOpThreads::one);
         let conditioning = self.condition(prompts, options.guidance_scale > 1.0)?;
-        decode_codes(
+        decode(
             &self.decoder,
-            &conditioning,
+            Source::Cross(&conditioning),
+            prompt,
             frames,
             options,
             self.step_mode,
@@ -338,15 +449,36 @@ impl MusicgenModel {
     }
 
     /// EnCodec audio [batch, channels, samples] f32 on the CPU for `codes`
-    /// [batch, codebooks, frames].
+    /// [batch, codebooks, frames] (interleaved left/right when stereo).
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
         let _threads = self.on_cpu().then(IntraOpThreads::one);
-        self.audio
-            .decode(codes)?
-            .f_to_kind(Kind::Float)?
-            .f_to_device(tch::Device::Cpu)
+        decode_channels(&self.audio, codes, self.cfg.decoder.audio_channels)
     }
+}
+
+/// Audio [batch, channels, samples] f32 on the CPU for `codes` [batch,
+/// codebooks, frames]. With 2 `channels` the codebooks interleave left and
+/// right and the (mono) EnCodec decodes each channel's codebooks on its own,
+/// the results side by side as channels, as `transformers`' `generate` does
+/// for the stereo checkpoints (left = codebooks 0, 2, ..., right = 1, 3, ...).
+pub fn decode_channels(
+    audio: &EncodecDecoder,
+    codes: &Tensor,
+    channels: i64,
+) -> Result<Tensor, TchError> {
+    let _guard = tch::no_grad_guard();
+    let out = if channels <= 1 {
+        audio.decode(codes)?
+    } else {
+        let (batch, codebooks, frames) = codes.size3()?;
+        let per_channel = codes.f_view([batch, codebooks / channels, channels, frames])?;
+        let decoded = (0..channels)
+            .map(|c| audio.decode(&per_channel.f_select(2, c)?.f_contiguous()?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Tensor::f_cat(&decoded, 1)?
+    };
+    out.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)
 }
 
 /// Decodes `frames` frames of codes per clip from `conditioning`:
@@ -361,9 +493,37 @@ pub fn decode_codes(
     mode: StepMode,
     on_step: &mut dyn FnMut(usize, usize) -> Continue,
 ) -> Result<Tensor, GenerateError> {
+    decode(
+        decoder,
+        Source::Cross(conditioning),
+        None,
+        frames,
+        options,
+        mode,
+        on_step,
+    )
+}
+
+/// The general decoding loop: `frames` frames per clip from `source`, the
+/// first of them given by `prompt` [batch, codebooks, prompt frames] when
+/// there is one (a continuation: the prompt is run through the decoder in
+/// one teacher-forced pass, and only the frames after it are decoded step
+/// by step). Returns [batch, codebooks, frames] i64 on the CPU, prompt
+/// included, delay pattern removed. `on_step(done, total)` counts the steps
+/// after the prompt.
+pub fn decode(
+    decoder: &MusicgenDecoder,
+    source: Source<'_>,
+    prompt: Option<&Tensor>,
+    frames: i64,
+    options: &GenerateOptions,
+    mode: StepMode,
+    on_step: &mut dyn FnMut(usize, usize) -> Continue,
+) -> Result<Tensor, GenerateError> {
     let _guard = tch::no_grad_guard();
     let dcfg = decoder.config();
     let codebooks = dcfg.num_codebooks;
+    let channels = dcfg.audio_channels.max(1);
     if frames < 1 {
         return Err(GenerateError::Rejected(
             "at least one frame must be generated".to_owned(),
@@ -371,11 +531,28 @@ pub fn decode_codes(
     }
     // transformers skips the pattern below 2K-1 positions; generating a
     // few frames more and trimming keeps one code path.
-    let pattern = DelayPattern::for_frames(frames.max(codebooks), codebooks, dcfg.pad_token());
-    if pattern.length > dcfg.max_position_embeddings {
+    let pattern = DelayPattern::for_channels(
+        frames.max(codebooks / channels),
+        codebooks,
+        channels,
+        dcfg.pad_token(),
+    );
+    let offset = source.positions()?;
+    if offset + pattern.length > decoder.max_positions() {
         return Err(GenerateError::Rejected(format!(
             "{} frames need {} decoding positions; the model supports {}",
-            frames, pattern.length, dcfg.max_position_embeddings
+            frames,
+            offset + pattern.length,
+            decoder.max_positions()
+        )));
+    }
+    let prompt_frames = match prompt {
+        Some(p) => p.size3()?.2,
+        None => 0,
+    };
+    if prompt_frames >= frames {
+        return Err(GenerateError::Rejected(format!(
+            "a prompt of {prompt_frames} frames leaves nothing to generate in {frames}"
         )));
     }
     let device = decoder.device();
@@ -383,20 +560,23 @@ pub fn decode_codes(
     // even those few OpenMP regions leave a worker spinning on a core that
     // the loop needs.
     let _threads = (device == Device::Cpu).then(IntraOpThreads::one);
-    let mut run = Run::start(decoder, conditioning, pattern, options)?;
-    let total = pattern.steps() as usize;
+    let mut run = Run::start(decoder, source, pattern, prompt, options)?;
+    // The prompt's positions were run in one pass; the steps start at its end.
+    let first = prompt_frames;
+    let total = (pattern.steps() - first) as usize;
     let mut progress = Progress {
         device,
         total,
         marks: VecDeque::new(),
         on_step,
     };
-    let window_of = |t: i64| ((t / GRAPH_WINDOW + 1) * GRAPH_WINDOW).min(pattern.length);
+    let capacity = offset + pattern.length;
+    let window_of = |t: i64| (((offset + t) / GRAPH_WINDOW + 1) * GRAPH_WINDOW).min(capacity);
     match mode {
         StepMode::Eager => {
-            for t in 0..pattern.steps() {
+            for t in first..pattern.steps() {
                 run.step(At::Host(t))?;
-                progress.queued(t as usize + 1)?;
+                progress.queued((t - first) as usize + 1)?;
             }
         }
         StepMode::DeviceIndexed | StepMode::CudaGraphs => {
@@ -412,11 +592,11 @@ pub fn decode_codes(
             };
             let mut capturing = graphing.is_some();
             let mut graphs: Vec<(i64, CudaGraph)> = Vec::new();
-            for t in 0..pattern.steps() {
+            for t in first..pattern.steps() {
                 let window = window_of(t);
                 match &graphing {
                     // The warm-up: a real step, on the stream captures use.
-                    Some((_, side)) if t == 0 => side.run(|| run.step(At::Device(window)))?,
+                    Some((_, side)) if t == first => side.run(|| run.step(At::Device(window)))?,
                     Some((pool, side)) => {
                         if capturing && graphs.last().is_none_or(|(w, _)| *w != window) {
                             match CudaGraph::capture(side, pool, || run.step(At::Device(window))) {
@@ -436,7 +616,7 @@ pub fn decode_codes(
                     }
                     None => run.step(At::Device(window))?,
                 }
-                progress.queued(t as usize + 1)?;
+                progress.queued((t - first) as usize + 1)?;
             }
         }
     }
@@ -462,7 +642,8 @@ struct Run<'a> {
     /// The codes the next step reads: [rows, codebooks] i64, each clip's
     /// codes repeated for the unconditional half under guidance.
     input: Tensor,
-    /// [codebooks, length] i64: -1 where predicted, the pad code where forced.
+    /// [batch, codebooks, length] i64: -1 where predicted, the pad code or
+    /// the prompt's code where forced.
     forced: Tensor,
     /// [steps, batch * codebooks] f64 when sampling.
     uniforms: Option<Tensor>,
@@ -470,19 +651,23 @@ struct Run<'a> {
     guidance_scale: f64,
     batch: i64,
     groups: i64,
+    /// Decoder positions before the code sequence's (a prefixed condition):
+    /// sequence position t is decoder position `offset + t`.
+    offset: i64,
 }
 
 impl<'a> Run<'a> {
     fn start(
         decoder: &'a MusicgenDecoder,
-        conditioning: &Conditioning,
+        source: Source<'_>,
         pattern: DelayPattern,
+        prompt: Option<&Tensor>,
         options: &GenerateOptions,
     ) -> Result<Self, GenerateError> {
         let dcfg = decoder.config();
         let device = decoder.device();
-        let rows = conditioning.states.size3()?.0;
-        let groups = if conditioning.guided { 2 } else { 1 };
+        let rows = source.rows()?;
+        let groups = if source.guided() { 2 } else { 1 };
         if rows % groups != 0 || rows == 0 {
             return Err(GenerateError::Rejected(format!(
                 "{rows} conditioning rows cannot be split into {groups} halves"
@@ -490,13 +675,47 @@ impl<'a> Run<'a> {
         }
         let batch = rows / groups;
         let codebooks = pattern.codebooks;
-        let state = decoder.start(&conditioning.states, &conditioning.mask, pattern.length)?;
-        let sequence = Tensor::f_full(
+        let offset = source.positions()?;
+        let mut state = match source {
+            Source::Cross(c) => decoder.start(&c.states, &c.mask, pattern.length)?,
+            Source::Prefix { states, .. } => {
+                decoder.start_prefixed(states, offset + pattern.length)?
+            }
+        };
+        let forced = match prompt {
+            None => pattern
+                .mask()
+                .f_unsqueeze(0)?
+                .f_repeat([batch, 1, 1])?
+                .f_to_device(device)?,
+            Some(p) => {
+                if p.size3()?.0 != batch {
+                    return Err(GenerateError::Rejected(format!(
+                        "a prompt for {} clips given to a batch of {batch}",
+                        p.size3()?.0
+                    )));
+                }
+                pattern.mask_with_prompt(&p.f_to_device(device)?)?
+            }
+        };
+        let bos = dcfg.bos_token();
+        let mut sequence = Tensor::f_full(
             [batch, codebooks, pattern.length],
-            dcfg.bos_token(),
+            bos,
             (Kind::Int64, device),
         )?;
-        let input = Tensor::f_full([rows, codebooks], dcfg.bos_token(), (Kind::Int64, device))?;
+        let mut input = Tensor::f_full([rows, codebooks], bos, (Kind::Int64, device))?;
+        if let Some(p) = prompt {
+            // The known codes in place (position 0 stays the start column),
+            // the prompt's positions run in one pass, and the first step
+            // reads the position after them.
+            let first = p.size3()?.2;
+            sequence = forced.f_where_self(&forced.f_ne(-1)?, &sequence)?;
+            let _ = sequence.f_narrow(2, 0, 1)?.f_fill_(bos)?;
+            let known = sequence.f_narrow(2, 0, first)?.f_repeat([groups, 1, 1])?;
+            let _ = decoder.forward(&known, &mut state)?;
+            input = sequence.f_select(2, first)?.f_repeat([groups, 1])?;
+        }
         let uniforms = match options.decoding {
             Decoding::Greedy => None,
             Decoding::Sample { .. } => {
@@ -517,7 +736,7 @@ impl<'a> Run<'a> {
             state,
             sequence,
             input,
-            forced: pattern.mask().f_to_device(device)?,
+            forced,
             uniforms,
             decoding: options.decoding,
             // With one group there is no unconditional half to guide from.
@@ -528,6 +747,7 @@ impl<'a> Run<'a> {
             },
             batch,
             groups,
+            offset,
         })
     }
 
@@ -537,21 +757,34 @@ impl<'a> Run<'a> {
     /// waits for the device or reads the host, so it can be captured.
     fn step(&mut self, at: At) -> Result<(), TchError> {
         let span = match at {
-            At::Host(t) => Span::Host { start: t, len: 1 },
+            At::Host(t) => Span::Host {
+                start: self.offset + t,
+                len: 1,
+            },
             At::Device(window) => Span::Device { window },
         };
         let logits = self.decoder.step(&self.input, &mut self.state, span)?; // [rows, K, V]
         let logits = guide(&logits, self.guidance_scale)?; // [batch, K, V]
         let (b, k, vocab) = logits.size3()?;
-        // The step's position t reads the sequence at t and writes t + 1.
-        let next_position = match at {
-            At::Host(_) => None,
-            At::Device(_) => Some(self.state.position().f_add_scalar(1)?),
+        // The step at sequence position t reads the sequence at t and writes
+        // t + 1; on the device t is the decoder's position less the prefix.
+        let (position, next_position) = match at {
+            At::Host(_) => (None, None),
+            At::Device(_) => {
+                let t = if self.offset == 0 {
+                    self.state.position().shallow_clone()
+                } else {
+                    self.state.position().f_sub_scalar(self.offset)?
+                };
+                let next = t.f_add_scalar(1)?;
+                (Some(t), Some(next))
+            }
         };
-        let uniforms = match (&self.uniforms, at) {
-            (None, _) => None,
-            (Some(u), At::Host(t)) => Some(u.f_narrow(0, t, 1)?),
-            (Some(u), At::Device(_)) => Some(u.f_index_select(0, self.state.position())?),
+        let uniforms = match (&self.uniforms, at, &position) {
+            (None, _, _) => None,
+            (Some(u), At::Host(t), _) => Some(u.f_narrow(0, t, 1)?),
+            (Some(u), At::Device(_), Some(t)) => Some(u.f_index_select(0, t)?),
+            (Some(_), At::Device(_), None) => unreachable!("device steps have a position"),
         };
         let uniforms = uniforms.map(|u| u.f_view([b * k, 1])).transpose()?;
         let next = select(
@@ -561,12 +794,11 @@ impl<'a> Run<'a> {
         )?
         .f_view([b, k])?;
         let column = match (at, &next_position) {
-            (At::Host(t), _) => self.forced.f_narrow(1, t + 1, 1)?,
-            (At::Device(_), Some(p)) => self.forced.f_index_select(1, p)?,
+            (At::Host(t), _) => self.forced.f_narrow(2, t + 1, 1)?,
+            (At::Device(_), Some(p)) => self.forced.f_index_select(2, p)?,
             (At::Device(_), None) => unreachable!("device steps have a next position"),
         }
-        .f_view([1, k])?
-        .f_expand([b, k], false)?;
+        .f_view([b, k])?;
         let next = next.f_where_self(&column.f_eq(-1)?, &column)?;
         let written = next.f_unsqueeze(2)?;
         match (at, &next_position) {
@@ -643,6 +875,7 @@ mod tests {
             codebooks: 4,
             length: 8,
             pad: 9,
+            channels: 1,
         };
         let mask = Vec::<i64>::try_from(pattern.mask().view([-1])).expect("mask");
         let p = 9;
@@ -656,6 +889,42 @@ mod tests {
         assert_eq!(mask, expected);
         assert_eq!(pattern.frames(), 4);
         assert_eq!(pattern.steps(), 7);
+    }
+
+    #[test]
+    fn stereo_pairs_share_a_delay_and_a_prompt_is_written_at_its_delays() {
+        // 2 channels x 2 levels interleaved: codebooks 0 and 1 (left and
+        // right, level 0) are not delayed, 2 and 3 (level 1) by one.
+        let pattern = DelayPattern::for_channels(3, 4, 2, 9);
+        assert_eq!(
+            (pattern.length, pattern.delays(), pattern.steps()),
+            (5, 2, 4)
+        );
+        let mask = Vec::<i64>::try_from(pattern.mask().view([-1])).expect("mask");
+        let p = 9;
+        #[rustfmt::skip]
+        let expected = vec![
+            p, -1, -1, -1, p,
+            p, -1, -1, -1, p,
+            p, p, -1, -1, -1,
+            p, p, -1, -1, -1,
+        ];
+        assert_eq!(mask, expected);
+        // One prompt frame per codebook: 10, 11, 12, 13.
+        let prompt = Tensor::from_slice(&[10i64, 11, 12, 13]).view([1, 4, 1]);
+        let with = pattern.mask_with_prompt(&prompt).expect("prompted");
+        let with = Vec::<i64>::try_from(with.view([-1])).expect("mask");
+        #[rustfmt::skip]
+        let expected = vec![
+            p, 10, -1, -1, p,
+            p, 11, -1, -1, p,
+            p, p, 12, -1, -1,
+            p, p, 13, -1, -1,
+        ];
+        assert_eq!(with, expected);
+        // A prompt as long as the clip leaves nothing to generate.
+        let whole = Tensor::zeros([1, 4, 3], (Kind::Int64, Device::Cpu));
+        assert!(pattern.mask_with_prompt(&whole).is_err());
     }
 
     #[test]

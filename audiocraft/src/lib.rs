@@ -17,11 +17,13 @@ pub mod engine;
 pub mod gemv;
 pub mod generation;
 pub mod hub;
+pub mod musicgen_melody;
 pub mod safetensors_header;
 pub mod sampling;
 pub mod t5;
 pub mod tokenizer;
 pub mod torch_pickle;
+pub mod windowing;
 
 pub use audiogen::AudioGenEngine;
 pub use engine::MusicGenEngine;

@@ -404,12 +404,12 @@ async fn models_lists_what_serve_loaded_and_model_picks_one() {
     assert_eq!(models.len(), 2, "{doc}");
     let tiny = tiny_model().display().to_string();
     for (model, id, default) in [(&models[0], &tiny, true), (&models[1], &second, false)] {
-        // The tiny decoder has 2048 positions: 40.88 s at 50 frames a
-        // second, below MAX_DURATION.
+        // Past its 30 s window MusicGen goes on window by window: only
+        // MAX_DURATION caps a clip.
         assert_eq!(
             model,
             &json!({"family": "music", "id": id, "default": default, "sample_rate": 32000,
-                "channels": 1, "melody": false, "max_duration": 40.88,
+                "channels": 1, "melody": false, "max_duration": 60.0,
                 "formats": ["wav", "flac", "mp3", "ogg"], "device": "cpu", "dtype": "f32"}),
         );
     }
@@ -428,9 +428,9 @@ async fn models_lists_what_serve_loaded_and_model_picks_one() {
         "model_not_deployed",
     );
     assert_eq!(err["error"]["field"], "model");
-    // Past the model's own limit (but within MAX_DURATION): 400.
+    // Past MAX_DURATION: 400.
     let (status, _, err) = app
-        .post("/v1/call", Some(TOKEN), &music("too long for it", 45.0))
+        .post("/v1/call", Some(TOKEN), &music("too long for it", 61.0))
         .await;
     assert_error(
         status,

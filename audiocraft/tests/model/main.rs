@@ -1,12 +1,16 @@
 //! The model crate's integration tests: checkpoint loading and its errors,
-//! parity with `transformers` on the committed tiny fixtures, and the link
-//! of the model binaries. One test binary instead of five keeps the build
-//! small: each links libtorch.
+//! parity with `transformers` on the committed tiny fixtures (MusicGen,
+//! melody, stereo, long-clip windowing), and the link of the model
+//! binaries. One test binary instead of many keeps the build small: each
+//! links libtorch.
 
 mod audiogen;
 mod checkpoint;
 mod encodec_parity;
 mod encodec_variants;
 mod linking;
+mod melody_parity;
 mod parity;
+mod stereo_parity;
 mod torch_file;
+mod windowing;
