@@ -250,6 +250,8 @@ pub struct TelemetrySettings {
     pub log_json: bool,
     /// An `EnvFilter` directive, e.g. `info`.
     pub log_filter: String,
+    /// Where `GET /metrics` listens; `None`: no metrics listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 // ---------------------------------------------------------------------------
@@ -517,6 +519,17 @@ impl Reader<'_> {
         Ok(TelemetrySettings {
             log_json: self.flag(&vars::LOG_JSON)?,
             log_filter: self.string(&vars::RUST_LOG),
+            metrics_addr: self
+                .optional(&vars::METRICS_ADDR)
+                .map(|raw| {
+                    raw.parse().map_err(|_| SettingsError {
+                        name: vars::METRICS_ADDR.name,
+                        message: format!(
+                            "{raw:?} is not an IP address and port, e.g. 127.0.0.1:9090"
+                        ),
+                    })
+                })
+                .transpose()?,
         })
     }
 

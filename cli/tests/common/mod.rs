@@ -33,6 +33,8 @@ pub fn tiny_model() -> PathBuf {
 
 pub struct App {
     pub base: String,
+    /// The line `serve` printed when it was ready.
+    pub banner: String,
     pub data_dir: PathBuf,
     child: Child,
     env: Vec<(String, String)>,
@@ -109,6 +111,7 @@ impl App {
             .to_owned();
         App {
             base,
+            banner: line.trim_end().to_owned(),
             data_dir,
             child,
             env,

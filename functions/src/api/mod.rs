@@ -1,4 +1,4 @@
-//! The public HTTP API of `../shared/api-contract.md`, as one axum `Router`
+//! The public HTTP API of `docs/api-contract.md`, as one axum `Router`
 //! built by [`app`]. The same router is served by the local server
 //! (`sound-creator serve` / `api`) and, in AWS, by `lambda_http` behind API
 //! Gateway. Handlers never panic on client input and always answer in the
@@ -7,6 +7,7 @@
 mod auth;
 mod error;
 mod extract;
+mod http_metrics;
 pub mod openapi;
 mod routes;
 
@@ -130,4 +131,5 @@ pub fn app(state: AppState) -> Router {
             .into_response()
         }))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(http_metrics::record))
 }
