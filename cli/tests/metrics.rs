@@ -120,9 +120,9 @@ async fn the_metrics_count_the_tasks_requests_and_audio_the_service_handled() {
     let metrics_url = app
         .banner
         .split_whitespace()
+        .map(|w| w.trim_end_matches(')'))
         .find(|w| w.ends_with("/metrics"))
         .unwrap_or_else(|| panic!("serve did not say where its metrics are: {}", app.banner))
-        .trim_end_matches(')')
         .to_owned();
     assert!(
         !metrics_url.starts_with(&app.base),

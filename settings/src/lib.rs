@@ -799,6 +799,18 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_only_where_metrics_addr_says() {
+        assert_eq!(settings(&[]).unwrap().telemetry.metrics_addr, None);
+        let s = settings(&[("METRICS_ADDR", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(
+            s.telemetry.metrics_addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let err = settings(&[("METRICS_ADDR", "localhost")]).unwrap_err();
+        assert_eq!(err.name, "METRICS_ADDR");
+    }
+
+    #[test]
     fn every_declared_default_is_valid() {
         // Reading with nothing set parses every default; this also fails if
         // a default is removed from a setting that has no fallback.
