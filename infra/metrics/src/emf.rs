@@ -22,6 +22,8 @@ use serde_json::{json, Map, Value};
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "sound-creator";
+/// A label set, sorted by name: one EMF document's dimensions.
+type Labels = Vec<(String, String)>;
 /// The most values one metric may carry in one EMF document.
 const MAX_VALUES: usize = 100;
 
@@ -64,8 +66,8 @@ impl EmfRecorder {
     /// `timestamp_ms`. Counters are reset; histograms drained.
     pub fn take_documents(&self, timestamp_ms: i64) -> Vec<Value> {
         // Per label set: (metric name, value) in name order.
-        let mut sets: BTreeMap<Vec<(String, String)>, Vec<(String, Value)>> = BTreeMap::new();
-        let labels = |key: &Key| -> Vec<(String, String)> {
+        let mut sets: BTreeMap<Labels, Vec<(String, Value)>> = BTreeMap::new();
+        let labels = |key: &Key| -> Labels {
             let mut labels: Vec<_> = key
                 .labels()
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
