@@ -34,8 +34,8 @@ fi
 
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
     [ -x "$VENV/bin/python" ] || { log "creating $VENV"; python3 -m venv "$VENV" >&2 || { apt_install python3-venv; python3 -m venv "$VENV" >&2; }; }
-    log "installing torch==$TORCH_VERSION into $VENV (about 5 GB)"
-    "$VENV/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION" >&2
+    log "installing torch==$TORCH_VERSION into $VENV (about 5 GB to download and unpack; a minute or two on a fast link)"
+    "$VENV/bin/pip" install --no-cache-dir "torch==$TORCH_VERSION" >&2
 fi
 # The CUDA runtime headers that the CUDA-graph shim (audiocraft/csrc) is
 # compiled against when libtorch has CUDA: torch's wheel brings the runtime
@@ -45,16 +45,16 @@ case "$CUDA_VERSION" in
     13.*)
         "$VENV/bin/python" -c "import importlib.metadata as m; m.version('nvidia-cuda-crt')" 2>/dev/null || {
             log "installing nvidia-cuda-crt==$CUDA_VERSION.* (CUDA headers for the graph shim)"
-            "$VENV/bin/pip" install -q --no-cache-dir --no-deps "nvidia-cuda-crt==$CUDA_VERSION.*" >&2
+            "$VENV/bin/pip" install --no-cache-dir --no-deps "nvidia-cuda-crt==$CUDA_VERSION.*" >&2
         } ;;
 esac
 "$VENV/bin/python" -c "import transformers, tokenizers, safetensors" 2>/dev/null || {
     log "installing transformers into $VENV"
-    "$VENV/bin/pip" install -q --no-cache-dir transformers tokenizers safetensors >&2
+    "$VENV/bin/pip" install --no-cache-dir transformers tokenizers safetensors >&2
 }
 "$VENV/bin/python" -c "import soundfile" 2>/dev/null || {
     log "installing soundfile into $VENV (the independent decoder of the audio format tests)"
-    "$VENV/bin/pip" install -q --no-cache-dir soundfile >&2
+    "$VENV/bin/pip" install --no-cache-dir soundfile >&2
 }
 "$VENV/bin/python" -c "import schemathesis" 2>/dev/null || {
     log "installing schemathesis into $VENV (schema-driven fuzzing of the API: tests/schemathesis/run.sh)"

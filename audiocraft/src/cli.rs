@@ -3,13 +3,16 @@
 //! The command the lead wires into the `sound-creator` binary; it exists so a
 //! model can be tried (and compared with the reference) without the job
 //! service. It must never write a partial WAV: the file is written only after
-//! generation succeeded.
+//! generation succeeded. It shows the decoding progress on stderr: a bar
+//! when a person watches the terminal, plain lines otherwise.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use sound_creator_core::audio::{encode_wav, ClipRequest, RunToEnd};
+use sound_creator_core::audio::{encode_wav, ClipRequest, StepControl, StepObserver};
 use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind};
 
@@ -120,12 +123,17 @@ pub fn run_generate(
         melody: None,
     };
     let started = std::time::Instant::now();
+    let mut progress: Box<dyn StepObserver> = if std::io::stderr().is_terminal() {
+        Box::new(ProgressBarView::new())
+    } else {
+        Box::new(ProgressLines::new(std::io::stderr()))
+    };
     let (clip, codes) = if is_audiogen(model, cache_dir) {
         let mut engine = AudioGenEngine::load(model, cache_dir, hub, device, kind)
             .with_context(|| format!("Failed to load the AudioGen model {model}"))?;
         engine.set_cuda_graphs(!args.no_cuda_graphs);
         let generated = engine
-            .generate_with_codes(&[request], &mut RunToEnd)
+            .generate_with_codes(&[request], progress.as_mut())
             .context("Failed to generate the clip")?
             .pop()
             .context("the engine returned no clip")?;
@@ -135,12 +143,13 @@ pub fn run_generate(
             .with_context(|| format!("Failed to load model {model}"))?;
         engine.set_cuda_graphs(!args.no_cuda_graphs);
         let generated = engine
-            .generate_with_codes(&[request], &mut RunToEnd)
+            .generate_with_codes(&[request], progress.as_mut())
             .context("Failed to generate the clip")?
             .pop()
             .context("the engine returned no clip")?;
         (generated.clip, generated.codes)
     };
+    drop(progress);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "clip generated");
 
     std::fs::write(&args.out, encode_wav(&clip))
@@ -171,9 +180,122 @@ pub fn is_audiogen(model: &str, cache_dir: &Path) -> bool {
         .is_some_and(|name| name.to_ascii_lowercase().contains("audiogen"))
 }
 
+/// Decoding progress as an indicatif bar on stderr, for a terminal.
+struct ProgressBarView {
+    bar: indicatif::ProgressBar,
+}
+
+impl ProgressBarView {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "decoding [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Self { bar }
+    }
+}
+
+impl StepObserver for ProgressBarView {
+    fn on_step(&mut self, done: usize, total: usize) -> StepControl {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        StepControl::Continue
+    }
+}
+
+impl Drop for ProgressBarView {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Decoding progress as plain lines, for a log file or a pipe: one each
+/// tenth of the way and one at the end, so a long clip does not flood the
+/// log with a line every few steps.
+pub struct ProgressLines<W: Write + Send> {
+    out: W,
+    started: Instant,
+    tenths_reported: Option<usize>,
+}
+
+impl<W: Write + Send> ProgressLines<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            started: Instant::now(),
+            tenths_reported: None,
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write + Send> StepObserver for ProgressLines<W> {
+    fn on_step(&mut self, done: usize, total: usize) -> StepControl {
+        let tenths = (done * 10).checked_div(total).unwrap_or(0);
+        if self
+            .tenths_reported
+            .is_none_or(|reported| tenths > reported)
+            || done == total
+        {
+            if self.tenths_reported == Some(10) {
+                return StepControl::Continue;
+            }
+            self.tenths_reported = Some(tenths);
+            let percent = (done * 100).checked_div(total).unwrap_or(0);
+            // A progress line that cannot be written is not worth failing
+            // the clip for.
+            let _ = writeln!(
+                self.out,
+                "decoding: step {done}/{total} ({percent}%), {:.1} s",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        StepControl::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_terminal_progress_is_a_plain_line_each_tenth_of_the_way() {
+        let mut lines = ProgressLines::new(Vec::new());
+        // As the engine reports: every 8 steps, and the last one.
+        let total = 203;
+        let mut done = 8;
+        while done < total {
+            assert_eq!(lines.on_step(done, total), StepControl::Continue);
+            done += 8;
+        }
+        lines.on_step(total, total);
+        let text = String::from_utf8(lines.into_inner()).expect("utf-8");
+        let steps: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                assert!(line.starts_with("decoding: step "), "{line:?}");
+                assert!(!line.contains('\x1b'), "no escape codes: {line:?}");
+                line.split_whitespace().nth(2).expect("step")
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "8/203", "24/203", "48/203", "64/203", "88/203", "104/203", "128/203", "144/203",
+                "168/203", "184/203", "203/203"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.lines().last().is_some_and(|l| l.contains("(100%)")),
+            "{text}"
+        );
+    }
 
     #[test]
     fn devices_and_dtypes_parse_or_fail_with_a_message() {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends;
 use crate::models::load_generators;
+use crate::telemetry::start_metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parts {
@@ -184,6 +185,12 @@ pub async fn serve_with(
     let service_settings = Arc::new(settings.service.clone());
 
     let shutdown = shutdown_on_signal();
+    let metrics = start_metrics(
+        &settings.telemetry,
+        backends.ports.queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let mut loops = tokio::task::JoinSet::new();
     for family in ModelFamily::ALL {
         let mut models = generators
@@ -237,10 +244,13 @@ pub async fn serve_with(
         state = state.with_signed_uploads(uploads);
     }
     let router = app(state);
-    // The first line on stdout says where to reach the service (tests and
-    // scripts read it to learn the port when --port 0 was given).
+    // The first and only line on stdout says where to reach the service
+    // (tests and scripts read it to learn the ports when 0 was given).
+    let metrics = metrics.map_or(String::new(), |addr| {
+        format!("; metrics on http://{addr}/metrics")
+    });
     println!(
-        "sound-creator listening on http://{bound} ({} backends)",
+        "sound-creator listening on http://{bound} ({} backends{metrics})",
         backends.label
     );
     let stop = shutdown.clone();
@@ -270,6 +280,12 @@ pub async fn worker(settings: Settings, family: ModelFamily) -> anyhow::Result<(
         backends.visibility_timeout,
     );
     let shutdown = shutdown_on_signal();
+    start_metrics(
+        &settings.telemetry,
+        backends.ports.queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let mut worker = Worker::new(
         backends.ports,
         Arc::new(settings.service),
@@ -292,6 +308,12 @@ pub async fn completion(settings: Settings) -> anyhow::Result<()> {
     spawn_liveness(&settings);
     let backends = backends::connect(&settings, "http://127.0.0.1").await?;
     let shutdown = shutdown_on_signal();
+    start_metrics(
+        &settings.telemetry,
+        backends.ports.queue.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     CompletionLoop::new(backends.ports, Arc::new(settings.service))
         .run(shutdown.cancelled_owned())
         .await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::messages::{encode, CompletionEvent};
+use crate::metrics::{self, CallbackAttempt};
 use crate::ports::{BackendError, Ports, QueueName, StatsRow, WebhookDelivery};
 use crate::records::{self, StageRecorded};
 use crate::settings::ServiceSettings;
@@ -63,6 +64,7 @@ impl Completion<'_> {
                 match recorded {
                     StageRecorded::Recorded { task_became_final } => {
                         if task_became_final {
+                            metrics::task_finished(&task);
                             self.ports.finals.signal(&task.id);
                             self.final_effects(&task).await?;
                         }
@@ -86,6 +88,10 @@ impl Completion<'_> {
                     return Ok(CompletionOutcome::UnknownTask);
                 };
                 if task.status.is_final() {
+                    // Announced by whoever made it final (a cancel, an
+                    // expiry): this event is its one count, but for an SQS
+                    // redelivery.
+                    metrics::task_finished(&task);
                     self.ports.finals.signal(&task.id);
                     self.final_effects(&task).await?;
                     Ok(CompletionOutcome::FinalEffectsDone)
@@ -180,10 +186,12 @@ impl Completion<'_> {
                     CallbackState::Delivered,
                 )
                 .await?;
+                metrics::callback_attempted(CallbackAttempt::Delivered);
                 tracing::info!(task_id = %id, attempt, "callback delivered");
                 Ok(CompletionOutcome::CallbackDelivered)
             }
             Err(e) if attempt < self.settings.callbacks.max_attempts => {
+                metrics::callback_attempted(CallbackAttempt::Retry);
                 let next_attempt = attempt + 1;
                 let delay = retry_delay(self.settings.callbacks.retry_base, next_attempt);
                 tracing::warn!(task_id = %id, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
@@ -198,6 +206,7 @@ impl Completion<'_> {
                 Ok(CompletionOutcome::CallbackRetryScheduled { next_attempt })
             }
             Err(e) => {
+                metrics::callback_attempted(CallbackAttempt::GaveUp);
                 tracing::error!(task_id = %id, attempt, error = %e, "callback failed for the last time; the result stays readable through /v1/result");
                 records::set_callback_state(
                     self.ports.tasks.as_ref(),

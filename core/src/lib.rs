@@ -14,6 +14,7 @@ pub mod family;
 pub mod final_watch;
 pub mod media;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 pub mod ports;
 pub mod records;

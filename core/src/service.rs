@@ -194,6 +194,7 @@ impl TaskService {
 
         match self.ports.tasks.insert(&task).await? {
             Inserted::Created => {
+                crate::metrics::task_submitted(family);
                 self.enqueue_jobs(&task).await?;
                 Ok(Submitted::Created(SubmitDocument::of(&task)))
             }

@@ -260,6 +260,8 @@ pub struct TelemetrySettings {
     pub log_json: bool,
     /// An `EnvFilter` directive, e.g. `info`.
     pub log_filter: String,
+    /// Where `GET /metrics` listens; `None`: no metrics listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 // ---------------------------------------------------------------------------
@@ -527,6 +529,17 @@ impl Reader<'_> {
         Ok(TelemetrySettings {
             log_json: self.flag(&vars::LOG_JSON)?,
             log_filter: self.string(&vars::RUST_LOG),
+            metrics_addr: self
+                .optional(&vars::METRICS_ADDR)
+                .map(|raw| {
+                    raw.parse().map_err(|_| SettingsError {
+                        name: vars::METRICS_ADDR.name,
+                        message: format!(
+                            "{raw:?} is not an IP address and port, e.g. 127.0.0.1:9090"
+                        ),
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -801,6 +814,18 @@ mod tests {
         let declared: BTreeSet<&str> = ALL.iter().map(|v| v.name).collect();
         assert_eq!(read, declared);
         assert_eq!(declared.len(), ALL.len(), "a variable is declared twice");
+    }
+
+    #[test]
+    fn metrics_listen_only_where_metrics_addr_says() {
+        assert_eq!(settings(&[]).unwrap().telemetry.metrics_addr, None);
+        let s = settings(&[("METRICS_ADDR", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(
+            s.telemetry.metrics_addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let err = settings(&[("METRICS_ADDR", "localhost")]).unwrap_err();
+        assert_eq!(err.name, "METRICS_ADDR");
     }
 
     #[test]

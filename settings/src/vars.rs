@@ -203,6 +203,8 @@ vars! {
         "`true`: log JSON lines (`--log-json` too); otherwise text, coloured only on a terminal.";
     RUST_LOG = "RUST_LOG", Some("info"), Telemetry, false,
         "Log filter, e.g. `info,sound_creator_worker=debug`.";
+    METRICS_ADDR = "METRICS_ADDR", None, Telemetry, false,
+        "`host:port` of the Prometheus `GET /metrics` listener of `serve`, `api`, `worker`, `completion` and `api-server`, never the API's port (e.g. `127.0.0.1:9090`; port 0 picks a free one); unset: off. The Lambdas write the same figures as CloudWatch Embedded Metric Format log lines instead.";
 }
 
 /// The suffix that names a secret's Secrets Manager reference in Lambda.

@@ -31,6 +31,7 @@ use sound_creator_core::audio::{
 use sound_creator_core::completion::announce_final;
 use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::messages::{decode, encode, CompletionEvent, Job};
+use sound_creator_core::metrics;
 use sound_creator_core::ports::{
     clip_key, BackendError, Delivery, Ports, QueueName, ScaleInProtection,
 };
@@ -436,6 +437,8 @@ impl Worker {
             })
             .collect();
         let (progress_tx, progress_rx) = watch::channel((0usize, 0usize));
+        // The steps the batch ran, read once it is over (for the metrics).
+        let steps_run = progress_tx.subscribe();
         let all_canceled = Arc::new(AtomicBool::new(false));
 
         let monitor = self.spawn_progress_monitor(&batch, progress_rx, all_canceled.clone());
@@ -455,8 +458,11 @@ impl Worker {
                         "the generator panicked: {e}"
                     )))
                 });
-        let inference_ms = started.elapsed().as_millis() as u64;
+        let inference = started.elapsed();
+        let inference_ms = inference.as_millis() as u64;
         monitor.abort();
+        let (steps, _) = *steps_run.borrow();
+        metrics::batch_generated(self.config.family, batch.len(), steps, inference);
         Generated {
             batch,
             result,

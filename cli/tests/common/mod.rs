@@ -37,6 +37,8 @@ pub fn tiny_audiogen() -> PathBuf {
 
 pub struct App {
     pub base: String,
+    /// The line `serve` printed when it was ready.
+    pub banner: String,
     pub data_dir: PathBuf,
     child: Child,
     env: Vec<(String, String)>,
@@ -170,6 +172,7 @@ impl App {
             .to_owned();
         App {
             base,
+            banner: line.trim_end().to_owned(),
             data_dir,
             child,
             env,

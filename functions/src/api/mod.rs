@@ -1,4 +1,4 @@
-//! The public HTTP API of `../shared/api-contract.md`, as one axum `Router`
+//! The public HTTP API of `docs/api-contract.md`, as one axum `Router`
 //! built by [`app`]. The same router is served by the local server
 //! (`sound-creator serve` / `api`) and, in AWS, by `lambda_http` behind API
 //! Gateway. Handlers never panic on client input and always answer in the
@@ -7,6 +7,7 @@
 mod auth;
 mod error;
 mod extract;
+mod http_metrics;
 pub mod openapi;
 mod routes;
 
@@ -146,4 +147,5 @@ pub fn app(state: AppState) -> Router {
                 tracing::debug_span!("request", method = %req.method(), uri = %target)
             }),
         )
+        .layer(middleware::from_fn(http_metrics::record))
 }

@@ -1,7 +1,8 @@
 //! The HTTP API with the AWS backends as a plain server on `APP_API_PORT`,
 //! for containers (docker/Dockerfile.api, the LocalStack compose file, ECS
 //! Fargate): the same router and settings as `api-lambda`, without linking
-//! libtorch as the full `sound-creator` binary does.
+//! libtorch as the full `sound-creator` binary does. `GET /metrics` on
+//! `METRICS_ADDR` when set.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +12,16 @@ use sound_creator_core::service::TaskService;
 use sound_creator_functions::api::{app, AppState};
 use sound_creator_functions::connections::{self, ConnectionLimits};
 use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
+use sound_creator_metrics::prometheus::{self, MetricsEndpoint};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let FunctionEnvironment { ports, settings } = FunctionEnvironment::from_env().await?;
+    if let Some(addr) = settings.telemetry.metrics_addr {
+        let endpoint = MetricsEndpoint::new(prometheus::install()?).with_queue(ports.queue.clone());
+        prometheus::start(addr, endpoint, shutdown_signal()).await?;
+    }
     let addr: SocketAddr = format!("{}:{}", settings.api.bind_host, settings.api.port)
         .parse()
         .context("BIND_HOST is not an IP address")?;
