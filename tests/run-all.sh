@@ -2,7 +2,8 @@
 # Sets up and runs every test: installs what is missing (toolchains, libtorch
 # through pip, redis-server, PostgreSQL, moto), starts the real servers on
 # loopback (tests/env/up.sh), runs the whole workspace's tests against them,
-# the lints, and the deployment files' linters (tests/lint-deploy.sh:
+# the playground's browser tests (tests/browser/run.sh), the lints, and the
+# deployment files' linters (tests/lint-deploy.sh:
 # terraform fmt, checkov, hadolint, docker-compose), then tears the servers
 # down.
 #
@@ -35,6 +36,10 @@ step "tests"
 disk
 cargo test --workspace --no-fail-fast
 disk
+
+step "browser tests (the playground in headless Chromium)"
+# The cargo tests built target/debug/sound-creator (the contract tests run it).
+SOUND_CREATOR=target/debug/sound-creator bash tests/browser/run.sh
 
 # The test executables are the bulk of the build and clippy does not use them.
 find target/debug/deps -maxdepth 1 -type f -executable -delete 2>/dev/null || true

@@ -206,7 +206,7 @@ pub async fn serve_with(
     if let Some(uploads) = backends.uploads.clone() {
         state = state.with_signed_uploads(uploads);
     }
-    let router = app(state);
+    let router = app(state.with_shutdown(shutdown.clone()));
     // The first line on stdout says where to reach the service (tests and
     // scripts read it to learn the port when --port 0 was given).
     println!(

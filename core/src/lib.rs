@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod completion;
 pub mod error_code;
+pub mod events;
 pub mod family;
 pub mod final_watch;
 pub mod media;

@@ -16,5 +16,9 @@ async fn main() -> Result<(), lambda_http::Error> {
             tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
         })?;
     let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
-    lambda_http::run(app(AppState::new(service, Arc::new(settings.api), None))).await
+    // API Gateway (HTTP API) buffers a Lambda's whole answer, so a held
+    // event stream would arrive only at its end: answer the events so far
+    // and let the client reconnect (docs/deploy.md).
+    let state = AppState::new(service, Arc::new(settings.api), None).with_event_snapshots();
+    lambda_http::run(app(state)).await
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use sound_creator_core::service::TaskService;
 use sound_creator_functions::api::{app, AppState};
 use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,11 +24,16 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("Failed to listen on {addr}"))?;
     tracing::info!(%addr, "API listening");
     let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
-    axum::serve(
-        listener,
-        app(AppState::new(service, Arc::new(settings.api), None)),
-    )
-    .with_graceful_shutdown(shutdown_signal())
+    // Open event streams end on shutdown, or the graceful stop would wait
+    // for every watched task to finish.
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let state = AppState::new(service, Arc::new(settings.api), None).with_shutdown(shutdown);
+    axum::serve(listener, app(state))
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    })
     .await
     .context("the API server failed")?;
     tracing::info!("API stopped");
