@@ -74,7 +74,10 @@ async fn events_come_in_order_and_the_stream_ends_with_the_result() {
     let app = App::spawn(dir.path(), &[]);
     let id = app.submit(&music("a slow evolving pad", 20.0)).await;
     let (content_type, events, retry) = read_events(&app, &id, TOKEN).await;
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     assert!(retry, "the stream tells clients when to reconnect");
 
     assert_eq!(events[0].event, "status", "{events:?}");
@@ -84,10 +87,15 @@ async fn events_come_in_order_and_the_stream_ends_with_the_result() {
         .iter()
         .map(|s| order.iter().position(|o| o == s).unwrap())
         .collect();
-    assert!(
-        ranks.windows(2).all(|w| w[0] < w[1]),
-        "each status once, in order: {seen:?}"
-    );
+    // In order; `queued` again only when its queue's depth moved.
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "in order: {seen:?}");
+    for once in ["running", "succeeded"] {
+        assert_eq!(
+            seen.iter().filter(|s| **s == once).count(),
+            1,
+            "{once} once: {seen:?}"
+        );
+    }
     assert_eq!(seen.last(), Some(&"succeeded"), "{seen:?}");
     assert!(seen.contains(&"running"), "{seen:?}");
 
@@ -106,7 +114,10 @@ async fn events_come_in_order_and_the_stream_ends_with_the_result() {
         .filter(|(_, e)| e.event == "progress")
         .map(|(i, e)| (i, &e.data))
         .collect();
-    assert!(!progress.is_empty(), "a 20 s clip reports progress: {events:?}");
+    assert!(
+        !progress.is_empty(),
+        "a 20 s clip reports progress: {events:?}"
+    );
     let mut last = -1.0;
     for (i, p) in &progress {
         assert!(running_at < *i && *i < succeeded_at, "{events:?}");
@@ -145,12 +156,10 @@ async fn a_finished_task_streams_its_status_and_result_and_ends_at_once() {
     let app = App::spawn(dir.path(), &[]);
     let id = app.submit(&music("a short blip", 0.5)).await;
     app.wait_final(&id, LONG).await;
-    let (_, events, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        read_events(&app, &id, TOKEN),
-    )
-    .await
-    .expect("no waiting for a final task");
+    let (_, events, _) =
+        tokio::time::timeout(Duration::from_secs(10), read_events(&app, &id, TOKEN))
+            .await
+            .expect("no waiting for a final task");
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["status", "result"], "{events:?}");
     assert_eq!(events[0].data["status"], "succeeded");
@@ -192,7 +201,10 @@ async fn a_canceled_task_streams_canceled_then_its_result_and_ends() {
         .unwrap();
     assert!(last.starts_with("event: result"), "{body}");
     assert!(last.contains("\"status\":\"canceled\""), "{body}");
-    assert!(body.contains("event: status\ndata: {\"task_id\":"), "{body}");
+    assert!(
+        body.contains("event: status\ndata: {\"task_id\":"),
+        "{body}"
+    );
     assert!(body.contains("\"status\":\"canceled\"}"), "{body}");
 }
 
@@ -214,7 +226,10 @@ async fn another_client_key_gets_404_for_a_tasks_events() {
     let (status, _, doc) = app.get(&path, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{doc}");
     let (status, _, doc) = app
-        .get("/v1/events/0190b7c2-8f9e-7c3a-9d1e-123456789abc", Some(TOKEN))
+        .get(
+            "/v1/events/0190b7c2-8f9e-7c3a-9d1e-123456789abc",
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{doc}");
     assert_eq!(doc["error"]["code"], "task_not_found");

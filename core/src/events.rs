@@ -207,7 +207,13 @@ impl TaskEvents {
         }
         let queue = if task.status == TaskStatus::Queued {
             let family = task.request.family;
-            match self.service.ports.queue.depth(QueueName::Jobs(family)).await {
+            match self
+                .service
+                .ports
+                .queue
+                .depth(QueueName::Jobs(family))
+                .await
+            {
                 Ok(d) => Some(QueueDepthDocument {
                     queued: d.queued,
                     in_flight: d.in_flight,

@@ -8,9 +8,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use crate::ports::{Backend, BackendError, PortResult, TaskStore};
-use crate::task::{
-    CallbackState, StageOutcome, StageSteps, Task, TaskError, TaskId, TaskStatus,
-};
+use crate::task::{CallbackState, StageOutcome, StageSteps, Task, TaskError, TaskId, TaskStatus};
 
 /// What a change function decided.
 pub enum Change<T> {

@@ -21,8 +21,8 @@ use sound_creator_core::error_code::ErrorCode;
 use sound_creator_core::ports::{SignedDownloads, SignedUploads};
 use sound_creator_core::service::TaskService;
 use sound_creator_settings::ApiSettings;
-use tower_http::catch_panic::CatchPanicLayer;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::RateLimiter;

@@ -30,12 +30,12 @@ async fn main() -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let state = AppState::new(service, Arc::new(settings.api), None).with_shutdown(shutdown);
     axum::serve(listener, app(state))
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        stop.cancel();
-    })
-    .await
-    .context("the API server failed")?;
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+        .await
+        .context("the API server failed")?;
     tracing::info!("API stopped");
     Ok(())
 }
