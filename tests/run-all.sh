@@ -2,9 +2,10 @@
 # Sets up and runs every test: installs what is missing (toolchains, libtorch
 # through pip, redis-server, PostgreSQL, moto), starts the real servers on
 # loopback (tests/env/up.sh), runs the whole workspace's tests against them,
-# schemathesis against `serve` (tests/schemathesis/run.sh), the lints, and
-# the deployment files' linters (tests/lint-deploy.sh: terraform fmt,
-# checkov, hadolint, docker-compose), then tears the servers down.
+# schemathesis against `serve` (tests/schemathesis/run.sh), the playground's
+# browser tests (tests/browser/run.sh), the lints, and the deployment files'
+# linters (tests/lint-deploy.sh: terraform fmt, checkov, hadolint,
+# docker-compose), then tears the servers down.
 #
 #   bash tests/run-all.sh
 set -euo pipefail
@@ -38,6 +39,10 @@ disk
 
 step "schema-driven fuzzing (schemathesis against serve)"
 bash tests/schemathesis/run.sh
+
+step "browser tests (the playground in headless Chromium)"
+# The cargo tests built target/debug/sound-creator (the contract tests run it).
+SOUND_CREATOR=target/debug/sound-creator bash tests/browser/run.sh
 
 # The test executables are the bulk of the build and clippy does not use them.
 find target/debug/deps -maxdepth 1 -type f -executable -delete 2>/dev/null || true

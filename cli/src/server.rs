@@ -243,7 +243,7 @@ pub async fn serve_with(
     if let Some(uploads) = backends.uploads.clone() {
         state = state.with_signed_uploads(uploads);
     }
-    let router = app(state);
+    let router = app(state.with_shutdown(shutdown.clone()));
     // The first and only line on stdout says where to reach the service
     // (tests and scripts read it to learn the ports when 0 was given).
     let metrics = metrics.map_or(String::new(), |addr| {

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod audio;
 pub mod completion;
 pub mod error_code;
+pub mod events;
 pub mod family;
 pub mod final_watch;
 pub mod media;

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use crate::ports::{Backend, BackendError, PortResult, TaskStore};
-use crate::task::{CallbackState, StageOutcome, Task, TaskError, TaskId, TaskStatus};
+use crate::task::{CallbackState, StageOutcome, StageSteps, Task, TaskError, TaskId, TaskStatus};
 
 /// What a change function decided.
 pub enum Change<T> {
@@ -151,6 +151,7 @@ pub async fn set_stage_progress(
     id: &TaskId,
     index: usize,
     progress: f32,
+    steps: StageSteps,
 ) -> PortResult<Option<TaskStatus>> {
     let updated = update(store, id, |task| {
         let Some(slot) = task.stage_progress.get_mut(index) else {
@@ -161,6 +162,10 @@ pub async fn set_stage_progress(
         }
         *slot = progress.clamp(0.0, 1.0);
         task.progress = mean(&task.stage_progress);
+        // Records written before steps were kept have none: size them now.
+        let stages = task.stage_progress.len();
+        task.stage_steps.resize(stages, StageSteps::default());
+        task.stage_steps[index] = steps;
         Change::Write(())
     })
     .await?;
@@ -389,6 +394,7 @@ mod tests {
             progress: 0.0,
             stages: vec![None; samples],
             stage_progress: vec![0.0; samples],
+            stage_steps: Vec::new(),
             error: None,
             created_at: now,
             started_at: None,
@@ -631,14 +637,22 @@ mod tests {
     #[tokio::test]
     async fn progress_only_grows_and_only_while_running() {
         let (store, id) = store_with(TaskStatus::Running, 2).await;
-        set_stage_progress(&store, &id, 0, 0.5).await.unwrap();
-        set_stage_progress(&store, &id, 0, 0.25).await.unwrap();
+        let steps = |done| StageSteps { done, total: 100 };
+        set_stage_progress(&store, &id, 0, 0.5, steps(50))
+            .await
+            .unwrap();
+        set_stage_progress(&store, &id, 0, 0.25, steps(25))
+            .await
+            .unwrap();
         let task = store.get(&id).await.unwrap().unwrap();
         assert_eq!(task.stage_progress, vec![0.5, 0.0]);
         assert_eq!(task.progress, 0.25);
+        assert_eq!(task.stage_steps, vec![steps(50), StageSteps::default()]);
         let (store, id) = store_with(TaskStatus::Canceled, 1).await;
         assert_eq!(
-            set_stage_progress(&store, &id, 0, 0.5).await.unwrap(),
+            set_stage_progress(&store, &id, 0, 0.5, StageSteps::default())
+                .await
+                .unwrap(),
             Some(TaskStatus::Canceled)
         );
         assert_eq!(store.get(&id).await.unwrap().unwrap().progress, 0.0);

@@ -171,6 +171,7 @@ impl TaskService {
             progress: 0.0,
             stages: vec![None; samples],
             stage_progress: vec![0.0; samples],
+            stage_steps: Vec::new(),
             error: None,
             created_at: now,
             started_at: None,
@@ -394,7 +395,7 @@ impl TaskService {
     /// With `cached` (and `Ports::cache_final_results`), a final result in the
     /// result cache saves the task-store read; a cache miss or a cache outage
     /// falls back to the store.
-    async fn owned_task(
+    pub(crate) async fn owned_task(
         &self,
         tenant: &Tenant,
         raw_id: &str,

@@ -198,6 +198,14 @@ pub enum CallbackState {
     GaveUp,
 }
 
+/// How far one stage's decoding has gone: `done` of `total` steps (the
+/// model's frames, over every window of an extended clip).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSteps {
+    pub done: u32,
+    pub total: u32,
+}
+
 /// A task record as the task store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -210,6 +218,11 @@ pub struct Task {
     /// One slot per sample, in order; `None` until that stage finishes.
     pub stages: Vec<Option<StageOutcome>>,
     pub stage_progress: Vec<f32>,
+    /// Decoding steps per stage, written in the same write as
+    /// `stage_progress` (so `GET /v1/events` can say `step` of `steps`
+    /// without a write of its own); empty until a worker reports.
+    #[serde(default)]
+    pub stage_steps: Vec<StageSteps>,
     pub error: Option<TaskError>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -446,6 +459,7 @@ mod tests {
             progress: 0.0,
             stages: vec![None],
             stage_progress: vec![0.0],
+            stage_steps: Vec::new(),
             error: None,
             created_at: Utc::now(),
             started_at: None,

@@ -38,7 +38,7 @@ use sound_creator_core::ports::{
 use sound_creator_core::records::{self, StageStart};
 use sound_creator_core::settings::ServiceSettings;
 use sound_creator_core::task::{
-    to_chrono, ClipOutput, ModelFamily, StageOutcome, TaskError, TaskStatus,
+    to_chrono, ClipOutput, ModelFamily, StageOutcome, StageSteps, TaskError, TaskStatus,
 };
 use tokio::sync::watch;
 
@@ -690,11 +690,16 @@ impl Worker {
                     done as f32 / total as f32
                 };
                 for (task_id, index, canceled) in &jobs {
+                    let steps = StageSteps {
+                        done: u32::try_from(done).unwrap_or(u32::MAX),
+                        total: u32::try_from(total).unwrap_or(u32::MAX),
+                    };
                     match records::set_stage_progress(
                         tasks.as_ref(),
                         task_id,
                         *index,
                         fraction.min(0.99),
+                        steps,
                     )
                     .await
                     {

@@ -6,9 +6,11 @@
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod http_metrics;
 pub mod openapi;
+mod playground;
 mod routes;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use sound_creator_core::redact;
 use sound_creator_core::ports::{SignedDownloads, SignedUploads};
 use sound_creator_core::service::TaskService;
 use sound_creator_settings::ApiSettings;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -38,6 +41,23 @@ pub struct AppState {
     /// upload PUTs (in AWS, S3 does).
     pub uploads: Option<Arc<dyn SignedUploads>>,
     pub rate_limiter: Arc<RateLimiter>,
+    /// Whether `GET /v1/events` may hold the response open and stream.
+    pub events: EventDelivery,
+    /// Cancelled when the server stops: open event streams end then, so a
+    /// graceful shutdown is not held up by them (clients reconnect).
+    pub shutdown: CancellationToken,
+}
+
+/// How `GET /v1/events/{task_id}` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventDelivery {
+    /// A `text/event-stream` held open until the result event.
+    Stream,
+    /// The events so far with `retry:`, at once: for a gateway that buffers
+    /// the whole response (API Gateway in front of Lambda), where a held
+    /// stream would arrive only when it ends. EventSource clients simply
+    /// reconnect.
+    Snapshot,
 }
 
 impl AppState {
@@ -53,7 +73,21 @@ impl AppState {
             downloads,
             uploads: None,
             rate_limiter,
+            events: EventDelivery::Stream,
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// For a deployment whose gateway buffers responses (Lambda).
+    pub fn with_event_snapshots(mut self) -> Self {
+        self.events = EventDelivery::Snapshot;
+        self
+    }
+
+    /// End the event streams when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Serve the presigned upload PUTs that `uploads` signs (the embedded
@@ -102,11 +136,23 @@ pub fn app(state: AppState) -> Router {
             "/v1/models",
             get(routes::models).fallback(routes::method_not_allowed),
         )
+        .route(
+            "/v1/events/{task_id}",
+            get(events::events).fallback(routes::method_not_allowed),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_client_key,
         ));
     Router::new()
+        .route(
+            "/",
+            get(playground::page).fallback(routes::method_not_allowed),
+        )
+        .route(
+            "/playground/{file}",
+            get(playground::asset).fallback(routes::method_not_allowed),
+        )
         .route(
             "/health",
             get(routes::health).fallback(routes::method_not_allowed),

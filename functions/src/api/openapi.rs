@@ -40,6 +40,7 @@ use sound_creator_core::view::{
         super::routes::create_upload,
         super::routes::models,
         super::routes::health,
+        super::events::events,
     ),
     components(schemas(
         ModelFamily, TaskStatus, TaskError, ErrorCode, GenerationParams, OutputFormat, Normalization,

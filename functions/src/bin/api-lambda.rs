@@ -20,11 +20,15 @@ async fn main() -> Result<(), lambda_http::Error> {
             tracing::error!(error = %format!("{e:#}"), "the API function cannot start");
         })?;
     let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
-    let router = app(AppState::new(service, Arc::new(settings.api), None)).layer(
-        axum::middleware::map_response(move |response: axum::response::Response| {
+    // API Gateway (HTTP API) buffers a Lambda's whole answer, so a held
+    // event stream would arrive only at its end: answer the events so far
+    // and let the client reconnect (docs/deploy.md).
+    let state = AppState::new(service, Arc::new(settings.api), None).with_event_snapshots();
+    let router = app(state).layer(axum::middleware::map_response(
+        move |response: axum::response::Response| {
             emf.flush();
             async move { response }
-        }),
-    );
+        },
+    ));
     lambda_http::run(router).await
 }

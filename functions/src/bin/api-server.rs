@@ -13,6 +13,7 @@ use sound_creator_functions::api::{app, AppState};
 use sound_creator_functions::connections::{self, ConnectionLimits};
 use sound_creator_functions::lambda::{init_tracing, FunctionEnvironment};
 use sound_creator_metrics::prometheus::{self, MetricsEndpoint};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,9 +32,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, "API listening");
     let service = Arc::new(TaskService::new(ports, Arc::new(settings.service)));
     let limits = ConnectionLimits::of(&settings.api);
-    let router = app(AppState::new(service.clone(), Arc::new(settings.api), None));
-    connections::serve(listener, router, limits, async move {
+    // Open event streams end on shutdown, or the graceful stop would wait
+    // for every watched task to finish.
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let state = AppState::new(service.clone(), Arc::new(settings.api), None).with_shutdown(shutdown);
+    connections::serve(listener, app(state), limits, async move {
         shutdown_signal().await;
+        stop.cancel();
         service.stop_waiting();
     })
     .await;

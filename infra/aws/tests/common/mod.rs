@@ -142,6 +142,7 @@ pub fn task(tenant: &Tenant, samples: u8) -> Task {
         progress: 0.0,
         stages: vec![None; usize::from(samples)],
         stage_progress: vec![0.0; usize::from(samples)],
+        stage_steps: Vec::new(),
         error: None,
         created_at: Utc::now(),
         started_at: None,

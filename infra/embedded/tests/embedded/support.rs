@@ -50,6 +50,7 @@ pub fn task_at(tenant: &str, idempotency_key: Option<&str>, created_at: DateTime
         progress: 0.0,
         stages: vec![None],
         stage_progress: vec![0.0],
+        stage_steps: Vec::new(),
         error: None,
         created_at,
         started_at: None,
