@@ -95,7 +95,10 @@ async fn a_kill_9_mid_generation_loses_and_doubles_nothing() {
             stats["requests"].as_u64().unwrap_or_default() < TASKS as u64,
             "more stats rows than tasks: {stats}"
         );
-        assert!(Instant::now() < deadline, "stats never reached {TASKS}: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "stats never reached {TASKS}: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -104,11 +107,7 @@ async fn a_kill_9_mid_generation_loses_and_doubles_nothing() {
     let want: BTreeSet<String> = ids.iter().map(|id| format!("msg_{id}")).collect();
     let deadline = Instant::now() + LONG;
     loop {
-        let got: BTreeSet<String> = receiver
-            .calls()
-            .into_iter()
-            .map(|c| c.webhook_id)
-            .collect();
+        let got: BTreeSet<String> = receiver.calls().into_iter().map(|c| c.webhook_id).collect();
         assert!(got.is_subset(&want), "callbacks for unknown ids: {got:?}");
         if got == want {
             break;

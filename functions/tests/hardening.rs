@@ -98,8 +98,15 @@ impl Server {
     }
 
     async fn queued(&self, family: ModelFamily) -> u64 {
-        let ports = self.store.ports(Arc::new(HttpCallbackSender::new(Duration::from_secs(1)).unwrap()));
-        ports.queue.depth(QueueName::Jobs(family)).await.unwrap().queued
+        let ports = self.store.ports(Arc::new(
+            HttpCallbackSender::new(Duration::from_secs(1)).unwrap(),
+        ));
+        ports
+            .queue
+            .depth(QueueName::Jobs(family))
+            .await
+            .unwrap()
+            .queued
     }
 }
 
@@ -203,8 +210,16 @@ async fn a_keep_alive_connection_survives_429_rate_limited_with_unread_bodies() 
         }
         statuses.push(status);
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 2, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 28, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        28,
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -216,11 +231,23 @@ async fn a_pending_generate_answers_202_at_once_when_the_server_stops() {
     body["wait_seconds"] = json!(60);
     let (client, url) = (reqwest::Client::new(), server.url("/v1/generate"));
     let waiting = tokio::spawn(async move {
-        let response = client.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
-        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        let response = client
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "the waiter waits while the server runs");
+    assert!(
+        !waiting.is_finished(),
+        "the waiter waits while the server runs"
+    );
     let stopping = Instant::now();
     server.stop().await;
     let (status, doc) = waiting.await.unwrap();
@@ -250,7 +277,10 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
         .unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "still open 10 s after a 300 ms header timeout");
+    assert!(
+        read.is_ok(),
+        "still open 10 s after a 300 ms header timeout"
+    );
 }
 
 #[tokio::test]
@@ -282,7 +312,10 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     let mut third = TcpStream::connect(server.addr).await.unwrap();
     third.write_all(request).await.unwrap();
     let early = tokio::time::timeout(Duration::from_millis(700), read_answer(&mut third)).await;
-    assert!(early.is_err(), "a third connection is served while two are held");
+    assert!(
+        early.is_err(),
+        "a third connection is served while two are held"
+    );
     drop(first);
     let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut third))
         .await
@@ -296,7 +329,9 @@ async fn requests_hyper_cannot_parse_get_the_contract_error_shape() {
     let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
     let many_headers = format!(
         "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
-        (0..200).map(|i| format!("x-h{i}: v\r\n")).collect::<String>()
+        (0..200)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
     );
     for (request, status, code) in [
         ("NOT A REQUEST LINE\r\n\r\n".to_owned(), 400, "bad_request"),
@@ -332,18 +367,73 @@ async fn every_answer_the_server_gives_is_one_the_document_lists() {
     let client = reqwest::Client::new();
     let unknown = "01900000-0000-7000-8000-000000000000";
     let mut cases: Vec<(&str, String, Option<&str>, Option<String>)> = vec![
-        ("post", "/v1/call".into(), Some(TOKEN), Some(music("documented").to_string())),
-        ("post", "/v1/call".into(), Some(TOKEN), Some(music("over the cap").to_string())),
-        ("post", "/v1/call".into(), Some(TOKEN), Some("{not json".into())),
-        ("post", "/v1/call".into(), Some(TOKEN), Some(r#"{"type":"music","bogus":1}"#.into())),
-        ("post", "/v1/call".into(), None, Some(music("no key").to_string())),
-        ("get", format!("/v1/result/{unknown}"), Some(OTHER_TOKEN), None),
-        ("post", format!("/v1/cancel/{unknown}"), Some(OTHER_TOKEN), None),
-        ("get", "/v1/stats?from=0000-01-01T00:00:00Z".into(), Some(OTHER_TOKEN), None),
-        ("get", "/v1/stats?user_id=user-42".into(), Some(OTHER_TOKEN), None),
-        ("post", "/v1/uploads".into(), Some(OTHER_TOKEN), Some(r#"{"content_type":"audio/wav","bytes":0}"#.into())),
+        (
+            "post",
+            "/v1/call".into(),
+            Some(TOKEN),
+            Some(music("documented").to_string()),
+        ),
+        (
+            "post",
+            "/v1/call".into(),
+            Some(TOKEN),
+            Some(music("over the cap").to_string()),
+        ),
+        (
+            "post",
+            "/v1/call".into(),
+            Some(TOKEN),
+            Some("{not json".into()),
+        ),
+        (
+            "post",
+            "/v1/call".into(),
+            Some(TOKEN),
+            Some(r#"{"type":"music","bogus":1}"#.into()),
+        ),
+        (
+            "post",
+            "/v1/call".into(),
+            None,
+            Some(music("no key").to_string()),
+        ),
+        (
+            "get",
+            format!("/v1/result/{unknown}"),
+            Some(OTHER_TOKEN),
+            None,
+        ),
+        (
+            "post",
+            format!("/v1/cancel/{unknown}"),
+            Some(OTHER_TOKEN),
+            None,
+        ),
+        (
+            "get",
+            "/v1/stats?from=0000-01-01T00:00:00Z".into(),
+            Some(OTHER_TOKEN),
+            None,
+        ),
+        (
+            "get",
+            "/v1/stats?user_id=user-42".into(),
+            Some(OTHER_TOKEN),
+            None,
+        ),
+        (
+            "post",
+            "/v1/uploads".into(),
+            Some(OTHER_TOKEN),
+            Some(r#"{"content_type":"audio/wav","bytes":0}"#.into()),
+        ),
         ("get", "/v1/models".into(), Some(OTHER_TOKEN), None),
-        ("post", "/v1/result".into(), Some(OTHER_TOKEN), Some(format!(r#"{{"task_id":"{unknown}"}}"#))),
+        (
+            "post",
+            "/v1/result".into(),
+            Some(OTHER_TOKEN),
+            Some(format!(r#"{{"task_id":"{unknown}"}}"#)),
+        ),
         ("get", "/health".into(), None, None),
     ];
     // Past the rate limit: every protected route answers 429 alike.
@@ -363,15 +453,21 @@ async fn every_answer_the_server_gives_is_one_the_document_lists() {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let retry_after = response.headers().contains_key("retry-after");
         let answer: Value = response.json().await.unwrap();
         let route = path.split('?').next().unwrap();
-        let documented = &operation(&server.openapi, route, method)["responses"][status.to_string()];
-        assert!(documented.is_object(), "{method} {path} answered {status}, which the document does not list: {answer}");
+        let documented =
+            &operation(&server.openapi, route, method)["responses"][status.to_string()];
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {status}, which the document does not list: {answer}"
+        );
         assert_eq!(
             retry_after,
             documented["headers"]["Retry-After"].is_object(),
@@ -383,7 +479,15 @@ async fn every_answer_the_server_gives_is_one_the_document_lists() {
             seen.insert(code);
         }
     }
-    for code in [ErrorCode::QueueFull, ErrorCode::RateLimited, ErrorCode::Unauthorized, ErrorCode::InvalidJson, ErrorCode::UnknownField, ErrorCode::TaskNotFound, ErrorCode::InvalidQuery] {
+    for code in [
+        ErrorCode::QueueFull,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownField,
+        ErrorCode::TaskNotFound,
+        ErrorCode::InvalidQuery,
+    ] {
         assert!(seen.contains(&code), "the cases reached {code}: {seen:?}");
     }
 }

@@ -94,9 +94,8 @@ impl HangingReceiver {
                     let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                     most_held.fetch_max(now, Ordering::SeqCst);
                     while !released.load(Ordering::SeqCst) {
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(50), release.notified())
-                                .await;
+                        let _ = tokio::time::timeout(Duration::from_millis(50), release.notified())
+                            .await;
                     }
                     holding.fetch_sub(1, Ordering::SeqCst);
                     answered.fetch_add(1, Ordering::SeqCst);
@@ -227,9 +226,11 @@ async fn a_hanging_receiver_delays_only_its_own_tenant_and_holds_no_more_than_it
     for _ in 0..4 {
         slow.push(h.submit("slow-tenant", Some(&receiver.url)).await);
     }
-    eventually("the slow tenant's receiver holding two callbacks", Duration::from_secs(60), async || {
-        receiver.holding.load(Ordering::SeqCst) == 2
-    })
+    eventually(
+        "the slow tenant's receiver holding two callbacks",
+        Duration::from_secs(60),
+        async || receiver.holding.load(Ordering::SeqCst) == 2,
+    )
     .await;
 
     // While the receiver holds them, another tenant's tasks finish.
@@ -238,9 +239,11 @@ async fn a_hanging_receiver_delays_only_its_own_tenant_and_holds_no_more_than_it
         quick.push(h.submit("quick-tenant", None).await);
     }
     for id in &quick {
-        eventually("another tenant's task succeeding", Duration::from_secs(60), async || {
-            h.status(id).await == TaskStatus::Succeeded
-        })
+        eventually(
+            "another tenant's task succeeding",
+            Duration::from_secs(60),
+            async || h.status(id).await == TaskStatus::Succeeded,
+        )
         .await;
     }
     assert_eq!(receiver.answered.load(Ordering::SeqCst), 0, "still held");
@@ -251,9 +254,11 @@ async fn a_hanging_receiver_delays_only_its_own_tenant_and_holds_no_more_than_it
     );
 
     receiver.let_go();
-    eventually("all four slow callbacks delivered", Duration::from_secs(60), async || {
-        receiver.answered.load(Ordering::SeqCst) == 4
-    })
+    eventually(
+        "all four slow callbacks delivered",
+        Duration::from_secs(60),
+        async || receiver.answered.load(Ordering::SeqCst) == 4,
+    )
     .await;
     for id in &slow {
         assert_eq!(h.status(id).await, TaskStatus::Succeeded);
@@ -315,26 +320,42 @@ async fn a_password_in_a_callback_url_never_reaches_a_log_line() {
     let answered_500 = h
         .submit(
             "marketplace",
-            Some(&format!("http://user:s3cretpw@127.0.0.1:{port}/hook?token=t0ken&order=7")),
+            Some(&format!(
+                "http://user:s3cretpw@127.0.0.1:{port}/hook?token=t0ken&order=7"
+            )),
         )
         .await;
     let refused = h
-        .submit("marketplace", Some(&format!("http://user:s3cretpw@127.0.0.1:{closed}/hook")))
+        .submit(
+            "marketplace",
+            Some(&format!("http://user:s3cretpw@127.0.0.1:{closed}/hook")),
+        )
         .await;
     let worker = h.worker();
     let completion = h.completion(CallbackLanes::default());
     for _ in 0..200 {
         let jobs = worker.try_execute_jobs().await.unwrap();
         let events = completion.try_execute_events().await.unwrap();
-        let settled = h.status(&answered_500).await.is_final() && h.status(&refused).await.is_final();
-        if settled && jobs == ExecutionOutcome::EmptyQueue && events == ExecutionOutcome::EmptyQueue {
+        let settled =
+            h.status(&answered_500).await.is_final() && h.status(&refused).await.is_final();
+        if settled && jobs == ExecutionOutcome::EmptyQueue && events == ExecutionOutcome::EmptyQueue
+        {
             break;
         }
     }
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("callback failed"), "the failures were logged: {text}");
-    assert!(text.contains("***@127.0.0.1"), "the URL is still shown: {text}");
-    assert!(text.contains("order=7"), "the harmless query is kept: {text}");
+    assert!(
+        text.contains("callback failed"),
+        "the failures were logged: {text}"
+    );
+    assert!(
+        text.contains("***@127.0.0.1"),
+        "the URL is still shown: {text}"
+    );
+    assert!(
+        text.contains("order=7"),
+        "the harmless query is kept: {text}"
+    );
     assert!(!text.contains("s3cretpw"), "a password was logged: {text}");
     assert!(!text.contains("t0ken"), "a token was logged: {text}");
 }

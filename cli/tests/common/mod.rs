@@ -92,12 +92,24 @@ impl App {
         extra_env: &[(&str, &str)],
     ) -> App {
         let args = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::start(subcommand, args, data_dir.to_path_buf(), test_env(extra_env), None)
+        Self::start(
+            subcommand,
+            args,
+            data_dir.to_path_buf(),
+            test_env(extra_env),
+            None,
+        )
     }
 
     /// `serve` with its log (stderr, no colours) kept in `log`.
     pub fn spawn_logged(data_dir: &Path, extra_env: &[(&str, &str)], log: PathBuf) -> App {
-        Self::start("serve", Vec::new(), data_dir.to_path_buf(), test_env(extra_env), Some(log))
+        Self::start(
+            "serve",
+            Vec::new(),
+            data_dir.to_path_buf(),
+            test_env(extra_env),
+            Some(log),
+        )
     }
 
     /// The service's log so far (see [`App::spawn_logged`]).

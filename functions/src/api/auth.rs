@@ -44,11 +44,8 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// read and thrown away when it is within `MAX_BODY_BYTES` and arrives
 /// promptly; otherwise the answer says `Connection: close`.
 async fn refuse_unread(req: Request, err: ApiError, limit: usize) -> Response {
-    let drained = tokio::time::timeout(
-        DRAIN_TIMEOUT,
-        axum::body::to_bytes(req.into_body(), limit),
-    )
-    .await;
+    let drained =
+        tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(req.into_body(), limit)).await;
     let mut response = err.into_response();
     if !matches!(drained, Ok(Ok(_))) {
         response.headers_mut().insert(

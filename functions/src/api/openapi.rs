@@ -174,12 +174,17 @@ fn add_common_answers(doc: &mut Value) {
         return;
     };
     for operation in paths.values_mut().filter_map(Value::as_object_mut) {
-        for op in operation.values_mut().filter(|op| op.get("responses").is_some()) {
+        for op in operation
+            .values_mut()
+            .filter(|op| op.get("responses").is_some())
+        {
             let mut codes: Vec<ErrorCode> = Vec::new();
             if op.get("security").is_some() {
                 codes.extend(auth::REFUSALS);
             }
-            let json_body = op["requestBody"]["content"].get("application/json").is_some();
+            let json_body = op["requestBody"]["content"]
+                .get("application/json")
+                .is_some();
             if json_body {
                 codes.extend(extract::JSON_BODY_REFUSALS);
             }
@@ -201,7 +206,8 @@ fn add_common_answers(doc: &mut Value) {
             for (status, response) in responses.iter_mut() {
                 let waits = ErrorCode::ALL.iter().any(|c| {
                     c.retry_after_seconds().is_some()
-                        && c.http_status().map(|s| s.to_string()).as_deref() == Some(status.as_str())
+                        && c.http_status().map(|s| s.to_string()).as_deref()
+                            == Some(status.as_str())
                 });
                 if waits {
                     response["headers"]["Retry-After"] = json!({

@@ -36,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
     // for every watched task to finish.
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let state = AppState::new(service.clone(), Arc::new(settings.api), None).with_shutdown(shutdown);
+    let state =
+        AppState::new(service.clone(), Arc::new(settings.api), None).with_shutdown(shutdown);
     connections::serve(listener, app(state), limits, async move {
         shutdown_signal().await;
         stop.cancel();
