@@ -17,9 +17,7 @@ Runs in the audiocraft venv (audiocraft is installed there without its pins):
   "$(bash tests/fixtures/setup_audiocraft_venv.sh)" bench/audiogen_bench.py
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -28,16 +26,12 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import make_audiogen_fixture as fixture  # noqa: E402  (installs the audiocraft shim)
 
 import torch  # noqa: E402
+from ours import bench_ours, load_average  # noqa: E402  (bench/ours.py, beside this script)
 from audiocraft.models import AudioGen, loaders  # noqa: E402
 
 TINY = os.path.join(ROOT, "tests/fixtures/tiny-audiogen")
-BIN = os.path.join(ROOT, "target/release/musicgen-bench")
 PROMPT = "lo-fi hip hop beat with warm piano chords"
 SECONDS = 2.0
-
-
-def load_average():
-    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def bench_audiocraft(model_dir, runs):
@@ -78,27 +72,9 @@ def bench_audiocraft(model_dir, runs):
     return best
 
 
-def bench_ours(model_dir, dtype, runs):
-    load_before = load_average()
-    out = subprocess.run(
-        [BIN, "time", "--model", model_dir, "--dtype", dtype, "--seconds", str(SECONDS), "--runs", str(runs)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    row = json.loads(out.strip().splitlines()[-1])
-    return {
-        "ms_per_step": row["ms_per_step_reported"],
-        "total_s": row["total_s"],
-        "rtf": row["total_s"] / SECONDS,
-        "threads": f"1 + {row['gemv_threads']} gemv",
-        "load": (load_before, load_average()),
-    }
-
-
 def main():
     runs = 3
-    ours = bench_ours(TINY, "f32", runs)
+    ours = bench_ours(TINY, "f32", runs, seconds=SECONDS)
     ref = bench_audiocraft(TINY, runs)
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, clip {SECONDS:.0f} s, batch 1, top_k 250, cfg 3")
     print()

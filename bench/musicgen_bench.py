@@ -33,12 +33,12 @@ import sys
 import time
 
 import torch
+from ours import bench_ours, load_average  # bench/ours.py, beside this script
 from transformers import LogitsProcessor, LogitsProcessorList, MusicgenForConditionalGeneration, PreTrainedTokenizerFast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests/fixtures/tiny-musicgen")
 SMALL = os.path.join(ROOT, "bench/out/musicgen-small-random")
-BIN = os.path.join(ROOT, "target/release/musicgen-bench")
 PROMPT = "lo-fi hip hop beat with warm piano chords"
 SECONDS = 2.0
 
@@ -52,10 +52,6 @@ class StepClock(LogitsProcessor):
     def __call__(self, input_ids, scores):
         self.times.append(time.perf_counter())
         return scores
-
-
-def load_average():
-    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def bench_transformers(model_dir, runs):
@@ -103,24 +99,6 @@ def bench_transformers(model_dir, runs):
     return best
 
 
-def bench_ours(model_dir, dtype, runs):
-    load_before = load_average()
-    out = subprocess.run(
-        [BIN, "time", "--model", model_dir, "--dtype", dtype, "--seconds", str(SECONDS), "--runs", str(runs)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    row = json.loads(out.strip().splitlines()[-1])
-    return {
-        "ms_per_step": row["ms_per_step_reported"],
-        "total_s": row["total_s"],
-        "rtf": row["total_s"] / SECONDS,
-        "threads": f"1 + {row['gemv_threads']} gemv",
-        "load": (load_before, load_average()),
-    }
-
-
 def copy_bandwidth_gbs():
     """Best of a few 512 MiB tensor copies; counts bytes read plus written."""
     n = 128 * 1024 * 1024
@@ -151,7 +129,7 @@ def main():
     rows = []
 
     hf = bench_transformers(TINY, runs=3)
-    ours = bench_ours(TINY, "f32", runs=3)
+    ours = bench_ours(TINY, "f32", runs=3, seconds=SECONDS)
     rows.append(("tiny", "f32", ours, hf))
 
     floor = None
@@ -161,8 +139,8 @@ def main():
                 [sys.executable, os.path.join(ROOT, "tests/fixtures/make_musicgen_fixture.py"), "--bench-small", SMALL],
                 check=True,
             )
-        ours32 = bench_ours(SMALL, "f32", runs=2)
-        ours16 = bench_ours(SMALL, "bf16", runs=2)
+        ours32 = bench_ours(SMALL, "f32", runs=2, seconds=SECONDS)
+        ours16 = bench_ours(SMALL, "bf16", runs=2, seconds=SECONDS)
         hf_small = bench_transformers(SMALL, runs=1)
         rows.append(("small", "f32", ours32, hf_small))
         rows.append(("small", "bf16", ours16, hf_small))

@@ -32,13 +32,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sound_creator_core::audio::{
-    AudioGenerator, Clip, ClipRequest, GenerationError, ModelInfo, StepControl, StepObserver,
-};
-use sound_creator_core::request::GenerationParams;
+use sound_creator_core::audio::{ClipRequest, GenerationError, ModelInfo, StepObserver};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::audiocraft_config::{CompressionConfig, LmConfig, XpConfigError};
+use crate::batching::{
+    all_generated, audio_generator_port, batch_progress, cut_clip, generate_error, group_by_params,
+    options_for, torch_error, ClipSlot, GeneratedClip,
+};
 use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::{EncodecConfig, MusicgenDecoderConfig, T5Config};
 use crate::cuda;
@@ -49,7 +50,6 @@ use crate::generation::{
     decode_codes, Conditioning, Continue, GenerateError, GenerateOptions, StepMode,
 };
 use crate::hub::{resolve_repo_files, HubSettings};
-use crate::sampling::Decoding;
 use crate::t5::T5Encoder;
 use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
 use crate::torch_pickle::{StateDict, TorchFile, TorchFileError};
@@ -786,14 +786,6 @@ impl std::fmt::Debug for AudioGenEngine {
     }
 }
 
-/// One generated clip with its codes.
-#[derive(Debug)]
-pub struct AudioGenClip {
-    pub clip: Clip,
-    /// `[codebook][frame]`.
-    pub codes: Vec<Vec<i64>>,
-}
-
 impl AudioGenEngine {
     /// Loads `model`: a local directory with `state_dict.bin` and
     /// `compression_state_dict.bin` (and optionally `t5/`), or a hub id such
@@ -924,7 +916,7 @@ impl AudioGenEngine {
         &self,
         batch: &[ClipRequest],
         observer: &mut dyn StepObserver,
-    ) -> Result<Vec<AudioGenClip>, GenerationError> {
+    ) -> Result<Vec<GeneratedClip>, GenerationError> {
         let max = self.info.max_duration.unwrap_or(f64::INFINITY);
         for request in batch {
             if request.melody.is_some() {
@@ -941,13 +933,7 @@ impl AudioGenEngine {
                 )));
             }
         }
-        let mut groups: Vec<(GenerationParams, Vec<usize>)> = Vec::new();
-        for (i, request) in batch.iter().enumerate() {
-            match groups.iter_mut().find(|(p, _)| *p == request.params) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((request.params.clone(), vec![i])),
-            }
-        }
+        let groups = group_by_params(batch);
         let loaded = self.lock()?;
         let codebooks = loaded.model.config().decoder.num_codebooks;
         let frames_of = |members: &[usize]| {
@@ -960,7 +946,7 @@ impl AudioGenEngine {
         let steps_of =
             |members: &[usize]| (frames_of(members).max(codebooks) + codebooks - 1) as usize;
         let total: usize = groups.iter().map(|(_, m)| steps_of(m)).sum();
-        let mut results: Vec<Option<AudioGenClip>> = (0..batch.len()).map(|_| None).collect();
+        let mut results: Vec<Option<GeneratedClip>> = (0..batch.len()).map(|_| None).collect();
         let mut done_before = 0usize;
         for (params, members) in &groups {
             let prompts: Vec<&str> = members.iter().map(|&i| batch[i].prompt.as_str()).collect();
@@ -968,16 +954,8 @@ impl AudioGenEngine {
                 .tokenizer
                 .encode_batch(&prompts)
                 .map_err(|e| GenerationError::Rejected(e.to_string()))?;
-            let options = GenerateOptions {
-                decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
-                guidance_scale: params.cfg_coef,
-                seed: params.seed,
-            };
-            let mut on_step =
-                |done: usize, _: usize| match observer.on_step(done_before + done, total) {
-                    StepControl::Continue => Continue::Yes,
-                    StepControl::Stop => Continue::Stop,
-                };
+            let options = options_for(params, params.seed);
+            let mut on_step = batch_progress(observer, done_before, total);
             let codes = loaded
                 .model
                 .generate(&encoded, frames_of(members), &options, &mut on_step)
@@ -985,78 +963,21 @@ impl AudioGenEngine {
             done_before += steps_of(members);
             let audio = loaded.model.decode_audio(&codes).map_err(torch_error)?;
             for (row, &i) in members.iter().enumerate() {
-                let frames = self.frames_for(batch[i].duration);
-                let samples = (batch[i].duration * f64::from(self.info.sample_rate)).round() as i64;
-                let wave = audio
-                    .f_get(row as i64)
-                    .and_then(|a| a.f_select(0, 0))
-                    .map_err(torch_error)?;
-                let samples = samples.min(wave.size()[0]);
-                let wave = wave
-                    .f_narrow(0, 0, samples)
-                    .and_then(|w| w.f_contiguous())
-                    .map_err(torch_error)?;
-                let clip_codes = codes
-                    .f_get(row as i64)
-                    .and_then(|c| c.f_narrow(1, 0, frames))
-                    .and_then(|c| c.f_contiguous())
-                    .map_err(torch_error)?;
-                results[i] = Some(AudioGenClip {
-                    clip: Clip {
-                        samples: Vec::<f32>::try_from(wave).map_err(torch_error)?,
-                        sample_rate: self.info.sample_rate,
-                        channels: 1,
-                    },
-                    codes: Vec::<Vec<i64>>::try_from(clip_codes).map_err(torch_error)?,
-                });
+                let slot = ClipSlot {
+                    row: row as i64,
+                    request: &batch[i],
+                    frames: self.frames_for(batch[i].duration),
+                    sample_rate: self.info.sample_rate,
+                    channels: 1,
+                };
+                results[i] = Some(cut_clip(&audio, &codes, &slot)?);
             }
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.ok_or_else(|| {
-                    GenerationError::Engine("a clip of the batch was not generated".to_owned())
-                })
-            })
-            .collect()
+        all_generated(results)
     }
 }
 
-fn torch_error(err: tch::TchError) -> GenerationError {
-    GenerationError::Engine(
-        err.to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
-
-fn generate_error(err: GenerateError) -> GenerationError {
-    match err {
-        GenerateError::Canceled => GenerationError::Canceled,
-        GenerateError::Rejected(reason) => GenerationError::Rejected(reason),
-        GenerateError::Torch(err) => torch_error(err),
-    }
-}
-
-impl AudioGenerator for AudioGenEngine {
-    fn info(&self) -> ModelInfo {
-        self.info.clone()
-    }
-
-    fn generate(
-        &self,
-        batch: &[ClipRequest],
-        observer: &mut dyn StepObserver,
-    ) -> Result<Vec<Clip>, GenerationError> {
-        Ok(self
-            .generate_with_codes(batch, observer)?
-            .into_iter()
-            .map(|g| g.clip)
-            .collect())
-    }
-}
+audio_generator_port!(AudioGenEngine);
 
 #[cfg(test)]
 mod tests {

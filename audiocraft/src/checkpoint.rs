@@ -94,8 +94,8 @@ pub enum LoadError {
     Model { model: String, reason: String },
 
     #[error(
-        "cannot download {url}: {reason}; to run without network, download the model once \
-         and set MUSIC_GEN_MODEL to the local directory holding config.json, model.safetensors and tokenizer.json"
+        "cannot download {url}: {reason}; to run without network, download the model's files once \
+         and point its setting (MUSIC_GEN_MODEL, AUDIO_GEN_MODEL, or --model) at the local directory holding them"
     )]
     Download { url: String, reason: String },
 }
@@ -113,16 +113,6 @@ impl LoadError {
             }
         }
     }
-}
-
-/// libtorch error messages carry a C++ backtrace after the first line; the
-/// first line is the part a person can act on.
-fn first_line(err: &tch::TchError) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// One safetensors file whose header has been read and checked.
@@ -318,7 +308,7 @@ impl Checkpoint {
             let tensor_error = |err: tch::TchError| LoadError::Tensor {
                 path: weights.path.clone(),
                 name: stored_name.clone(),
-                message: first_line(&err),
+                message: crate::batching::first_line(&err),
             };
             let value = Tensor::f_from_data_size(&bytes, &found, kind).map_err(tensor_error)?;
             drop(bytes);

@@ -17,6 +17,7 @@ use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind};
 
 use crate::audiogen::{is_audiocraft_export, AudioGenEngine};
+use crate::batching::{CodesGenerator, GeneratedClip};
 use crate::engine::MusicGenEngine;
 use crate::hub::HubSettings;
 
@@ -128,27 +129,23 @@ pub fn run_generate(
     } else {
         Box::new(ProgressLines::new(std::io::stderr()))
     };
-    let (clip, codes) = if is_audiogen(model, cache_dir) {
-        let mut engine = AudioGenEngine::load(model, cache_dir, hub, device, kind)
-            .with_context(|| format!("Failed to load the AudioGen model {model}"))?;
-        engine.set_cuda_graphs(!args.no_cuda_graphs);
-        let generated = engine
-            .generate_with_codes(&[request], progress.as_mut())
-            .context("Failed to generate the clip")?
-            .pop()
-            .context("the engine returned no clip")?;
-        (generated.clip, generated.codes)
+    let mut engine: Box<dyn CodesGenerator> = if is_audiogen(model, cache_dir) {
+        Box::new(
+            AudioGenEngine::load(model, cache_dir, hub, device, kind)
+                .with_context(|| format!("Failed to load the AudioGen model {model}"))?,
+        )
     } else {
-        let mut engine = MusicGenEngine::load(model, cache_dir, hub, device, kind)
-            .with_context(|| format!("Failed to load model {model}"))?;
-        engine.set_cuda_graphs(!args.no_cuda_graphs);
-        let generated = engine
-            .generate_with_codes(&[request], progress.as_mut())
-            .context("Failed to generate the clip")?
-            .pop()
-            .context("the engine returned no clip")?;
-        (generated.clip, generated.codes)
+        Box::new(
+            MusicGenEngine::load(model, cache_dir, hub, device, kind)
+                .with_context(|| format!("Failed to load model {model}"))?,
+        )
     };
+    engine.use_cuda_graphs(!args.no_cuda_graphs);
+    let GeneratedClip { clip, codes } = engine
+        .clips_with_codes(&[request], progress.as_mut())
+        .context("Failed to generate the clip")?
+        .pop()
+        .context("the engine returned no clip")?;
     drop(progress);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "clip generated");
 

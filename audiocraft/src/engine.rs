@@ -26,13 +26,14 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use sound_creator_core::audio::{
-    AudioGenerator, Clip, ClipRequest, GenerationError, ModelInfo, StepControl, StepObserver,
-};
-use sound_creator_core::request::GenerationParams;
+use sound_creator_core::audio::{ClipRequest, GenerationError, ModelInfo, StepObserver};
 use sound_creator_core::settings::Limits;
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::batching::{
+    all_generated, audio_generator_port, batch_progress, cut_clip, first_line, generate_error,
+    group_by_params, options_for, torch_error, ClipSlot, GeneratedClip,
+};
 use crate::checkpoint::{resolve_model_dir, Checkpoint, LoadError};
 use crate::config::MusicgenConfig;
 use crate::cuda;
@@ -41,7 +42,6 @@ use crate::generation::{
 };
 use crate::hub::HubSettings;
 use crate::musicgen_melody::{MelodyChroma, MusicgenMelodyConfig, MusicgenMelodyModel};
-use crate::sampling::Decoding;
 use crate::tokenizer::{EncodedPrompts, T5Tokenizer};
 use crate::windowing::Windowing;
 
@@ -149,15 +149,6 @@ impl std::fmt::Debug for MusicGenEngine {
             .field("kind", &self.kind)
             .finish()
     }
-}
-
-/// A generated clip with the codes it was decoded from.
-#[derive(Debug)]
-pub struct GeneratedClip {
-    pub clip: Clip,
-    /// `[codebook][frame]`, delay pattern removed (interleaved left/right
-    /// when stereo).
-    pub codes: Vec<Vec<i64>>,
 }
 
 /// The seed of window `index` of a long clip: the request's seed for the
@@ -398,15 +389,7 @@ impl MusicGenEngine {
                 }
             }
         }
-        // One forward pass serves clips with the same settings; clips with
-        // different ones run one group after another.
-        let mut groups: Vec<(GenerationParams, Vec<usize>)> = Vec::new();
-        for (i, request) in batch.iter().enumerate() {
-            match groups.iter_mut().find(|(p, _)| *p == request.params) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((request.params.clone(), vec![i])),
-            }
-        }
+        let groups = group_by_params(batch);
         // A group is generated to its longest clip, in the windows of that.
         let frames_of = |members: &[usize]| {
             members
@@ -423,7 +406,6 @@ impl MusicGenEngine {
                 .sum()
         };
         let total: usize = groups.iter().map(|(_, m)| steps_of(m)).sum();
-        let channels = i64::from(self.info.channels);
 
         let loaded = self.lock()?;
         let mut results: Vec<Option<GeneratedClip>> = (0..batch.len()).map(|_| None).collect();
@@ -437,17 +419,8 @@ impl MusicGenEngine {
             let mut prompt: Option<Tensor> = None;
             for (index, window) in plan.iter().enumerate() {
                 let melodies = self.melodies_for(&requests, window, plan.len());
-                let options = GenerateOptions {
-                    decoding: Decoding::from_params(params.temperature, params.top_k, params.top_p),
-                    guidance_scale: params.cfg_coef,
-                    seed: window_seed(params.seed, index),
-                };
-                let mut on_step = |done: usize, _steps: usize| match observer
-                    .on_step(done_before + done, total)
-                {
-                    StepControl::Continue => Continue::Yes,
-                    StepControl::Stop => Continue::Stop,
-                };
+                let options = options_for(params, window_seed(params.seed, index));
+                let mut on_step = batch_progress(observer, done_before, total);
                 let codes = loaded
                     .model
                     .generate(
@@ -458,62 +431,38 @@ impl MusicGenEngine {
                         &options,
                         &mut on_step,
                     )
-                    .map_err(map_generate_error)?;
+                    .map_err(generate_error)?;
                 done_before += self.steps_for(window.frames, window.prompt);
                 let new = codes
                     .f_narrow(2, window.prompt, window.new_frames())
-                    .map_err(engine_error)?;
+                    .map_err(torch_error)?;
                 clip_codes = Some(match clip_codes {
                     None => new,
-                    Some(before) => Tensor::f_cat(&[before, new], 2).map_err(engine_error)?,
+                    Some(before) => Tensor::f_cat(&[before, new], 2).map_err(torch_error)?,
                 });
                 // The next window's context: this one's frames after the stride.
                 let stride = self.windowing.stride;
                 prompt = (window.frames > stride)
                     .then(|| codes.f_narrow(2, stride, window.frames - stride))
                     .transpose()
-                    .map_err(engine_error)?;
+                    .map_err(torch_error)?;
             }
             let codes = clip_codes.ok_or_else(|| {
                 GenerationError::Engine("a clip was planned without windows".to_owned())
             })?;
-            let audio = loaded.model.decode_audio(&codes).map_err(engine_error)?;
+            let audio = loaded.model.decode_audio(&codes).map_err(torch_error)?;
             for (row, &i) in members.iter().enumerate() {
-                let clip_frames = self.frames_for(batch[i].duration);
-                let samples = (batch[i].duration * f64::from(self.info.sample_rate)).round() as i64;
-                // [channels, samples] -> samples interleaved by channel.
-                let wave = audio.f_get(row as i64).map_err(engine_error)?;
-                let samples = samples.min(wave.size()[1]);
-                let wave = wave
-                    .f_narrow(1, 0, samples)
-                    .and_then(|w| w.f_narrow(0, 0, channels))
-                    .and_then(|w| w.f_transpose(0, 1))
-                    .and_then(|w| w.f_contiguous())
-                    .and_then(|w| w.f_view([-1]))
-                    .map_err(engine_error)?;
-                let codes_i = codes
-                    .f_get(row as i64)
-                    .and_then(|c| c.f_narrow(1, 0, clip_frames))
-                    .map_err(engine_error)?;
-                results[i] = Some(GeneratedClip {
-                    clip: Clip {
-                        samples: Vec::<f32>::try_from(wave).map_err(engine_error)?,
-                        sample_rate: self.info.sample_rate,
-                        channels: self.info.channels,
-                    },
-                    codes: Vec::<Vec<i64>>::try_from(codes_i.f_contiguous().map_err(engine_error)?)
-                        .map_err(engine_error)?,
-                });
+                let slot = ClipSlot {
+                    row: row as i64,
+                    request: &batch[i],
+                    frames: self.frames_for(batch[i].duration),
+                    sample_rate: self.info.sample_rate,
+                    channels: self.info.channels,
+                };
+                results[i] = Some(cut_clip(&audio, &codes, &slot)?);
             }
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.ok_or_else(|| {
-                    GenerationError::Engine("a clip of the batch was not generated".to_owned())
-                })
-            })
-            .collect()
+        all_generated(results)
     }
 
     /// Teacher-forced logits for the parity tests: `codes` [batch, codebooks, len].
@@ -535,7 +484,7 @@ impl MusicGenEngine {
         loaded
             .model
             .logits(&encoded, melodies, codes)
-            .map_err(engine_error)
+            .map_err(torch_error)
     }
 
     /// The melody model's decoder prefix for `prompts` and `melodies`,
@@ -550,7 +499,7 @@ impl MusicGenEngine {
         let loaded = self.lock()?;
         let encoded = loaded.encode(prompts)?;
         match &loaded.model {
-            Model::Melody(m) => m.condition(&encoded, melodies, false).map_err(engine_error),
+            Model::Melody(m) => m.condition(&encoded, melodies, false).map_err(torch_error),
             Model::Text(_) => Err(GenerationError::Rejected(format!(
                 "model {} does not condition on a melody",
                 self.info.name
@@ -591,7 +540,7 @@ impl MusicGenEngine {
         loaded
             .model
             .generate(&encoded, melodies, None, frames, options, on_step)
-            .map_err(map_generate_error)
+            .map_err(generate_error)
     }
 
     fn no_melodies(&self, n: usize) -> Vec<MelodyChroma> {
@@ -628,21 +577,8 @@ impl MusicGenEngine {
     /// EnCodec audio [batch, channels, samples] for `codes`.
     pub fn decode_audio(&self, codes: &Tensor) -> Result<Tensor, GenerationError> {
         let loaded = self.lock()?;
-        loaded.model.decode_audio(codes).map_err(engine_error)
+        loaded.model.decode_audio(codes).map_err(torch_error)
     }
-}
-
-/// libtorch appends a C++ backtrace; the first line is the useful part.
-fn first_line(err: &tch::TchError) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn engine_error(err: tch::TchError) -> GenerationError {
-    GenerationError::Engine(first_line(&err))
 }
 
 /// `cpu`, `cuda:0`, ... as the `--device` flag spells them.
@@ -664,28 +600,4 @@ pub fn dtype_label(kind: Kind) -> &'static str {
     }
 }
 
-fn map_generate_error(err: GenerateError) -> GenerationError {
-    match err {
-        GenerateError::Canceled => GenerationError::Canceled,
-        GenerateError::Rejected(reason) => GenerationError::Rejected(reason),
-        GenerateError::Torch(err) => engine_error(err),
-    }
-}
-
-impl AudioGenerator for MusicGenEngine {
-    fn info(&self) -> ModelInfo {
-        self.info.clone()
-    }
-
-    fn generate(
-        &self,
-        batch: &[ClipRequest],
-        observer: &mut dyn StepObserver,
-    ) -> Result<Vec<Clip>, GenerationError> {
-        Ok(self
-            .generate_with_codes(batch, observer)?
-            .into_iter()
-            .map(|g| g.clip)
-            .collect())
-    }
-}
+audio_generator_port!(MusicGenEngine);

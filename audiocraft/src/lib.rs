@@ -7,6 +7,7 @@
 
 pub mod audiocraft_config;
 pub mod audiogen;
+pub mod batching;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -30,15 +30,8 @@ struct Silence;
 impl AudioGenerator for Silence {
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            name: "silence (pipeline benchmark)".to_owned(),
-            sample_rate: SAMPLE_RATE,
-            channels: 1,
-            frame_rate: 50.0,
-            melody: false,
-            max_duration: None,
-            device: "cpu".to_owned(),
-            gpu: None,
             dtype: "none".to_owned(),
+            ..ModelInfo::cpu("silence (pipeline benchmark)", SAMPLE_RATE, 50.0)
         }
     }
 
@@ -49,11 +42,7 @@ impl AudioGenerator for Silence {
     ) -> Result<Vec<Clip>, GenerationError> {
         Ok(batch
             .iter()
-            .map(|request| Clip {
-                samples: vec![0.0; (request.duration * f64::from(SAMPLE_RATE)) as usize],
-                sample_rate: SAMPLE_RATE,
-                channels: 1,
-            })
+            .map(|request| Clip::silence(request.duration, SAMPLE_RATE))
             .collect())
     }
 }

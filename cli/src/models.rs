@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use sound_creator_audiocraft::audiogen::AudioGenEngine;
+use sound_creator_audiocraft::batching::CodesGenerator;
 use sound_creator_audiocraft::cli::{parse_device, parse_dtype};
 use sound_creator_audiocraft::engine::MusicGenEngine;
 use sound_creator_audiocraft::hub::HubSettings;
@@ -90,19 +91,36 @@ fn load_model(
     let kind = parse_dtype(&models.dtype)?;
     tracing::info!(%family, model, ?device, ?kind, cuda_available = tch::Cuda::is_available(), "loading model");
     let cache_dir = &models.cache_model_dir;
-    if family == ModelFamily::Audio {
-        return load_audio_gen(model, models, device, kind);
-    }
-    let mut engine = MusicGenEngine::load(model, cache_dir, &hub_settings(models), device, kind).with_context(|| {
-        format!(
-            "could not load the {family} model {model:?} ({variable}). Point {variable} at a local checkpoint \
-             directory in the Hugging Face layout (config.json, model.safetensors, tokenizer.json) — for a quick \
-             local run, {variable}=tests/fixtures/tiny-musicgen — or at a hub id on a machine that can reach the hub \
-             (downloads go to CACHE_MODEL_DIR={})",
-            cache_dir.display()
-        )
-    })?;
-    engine.set_cuda_graphs(models.cuda_graphs);
+    let hub = hub_settings(models);
+    let mut engine: Box<dyn CodesGenerator> = match family {
+        ModelFamily::Music => Box::new(
+            MusicGenEngine::load(model, cache_dir, &hub, device, kind).with_context(|| {
+                format!(
+                    "could not load the {family} model {model:?} ({variable}). Point {variable} at a local checkpoint \
+                     directory in the Hugging Face layout (config.json, model.safetensors, tokenizer.json) — for a quick \
+                     local run, {variable}=tests/fixtures/tiny-musicgen — or at a hub id on a machine that can reach the hub \
+                     (downloads go to CACHE_MODEL_DIR={})",
+                    cache_dir.display()
+                )
+            })?,
+        ),
+        // AudioCraft's own export (`state_dict.bin`,
+        // `compression_state_dict.bin`) plus its T5 (`t5/` beside them, or
+        // the hub repository its xp.cfg names).
+        ModelFamily::Audio => Box::new(
+            AudioGenEngine::load(model, cache_dir, &hub, device, kind).with_context(|| {
+                format!(
+                    "could not load the {family} model {model:?} ({variable}). Point {variable} at a local directory \
+                     holding AudioCraft's state_dict.bin and compression_state_dict.bin (and a t5/ directory with \
+                     the T5 in the Hugging Face layout, else it is downloaded) — for a quick local run, \
+                     {variable}=tests/fixtures/tiny-audiogen — or at a hub id such as facebook/audiogen-medium \
+                     on a machine that can reach the hub (downloads go to CACHE_MODEL_DIR={})",
+                    cache_dir.display()
+                )
+            })?,
+        ),
+    };
+    engine.use_cuda_graphs(models.cuda_graphs);
     let info = engine.info();
     tracing::info!(
         %family,
@@ -110,44 +128,8 @@ fn load_model(
         device = %info.device,
         gpu = info.gpu.as_deref().unwrap_or("-"),
         dtype = %info.dtype,
-        step_mode = ?engine.step_mode(),
+        step_mode = ?engine.decoding_step_mode(),
         "model ready"
     );
-    Ok(Arc::new(engine))
-}
-
-/// AudioGen from AudioCraft's own export (`state_dict.bin`,
-/// `compression_state_dict.bin`) plus its T5 (`t5/` beside them, or the
-/// hub repository its xp.cfg names).
-fn load_audio_gen(
-    model: &str,
-    models: &ModelSettings,
-    device: tch::Device,
-    kind: tch::Kind,
-) -> anyhow::Result<Arc<dyn AudioGenerator>> {
-    let variable = ModelSettings::variable_for(ModelFamily::Audio);
-    let cache_dir = &models.cache_model_dir;
-    let mut engine = AudioGenEngine::load(model, cache_dir, &hub_settings(models), device, kind)
-        .with_context(|| {
-            format!(
-                "could not load the audio model {model:?} ({variable}). Point {variable} at a local directory \
-                 holding AudioCraft's state_dict.bin and compression_state_dict.bin (and a t5/ directory with \
-                 the T5 in the Hugging Face layout, else it is downloaded) — for a quick local run, \
-                 {variable}=tests/fixtures/tiny-audiogen — or at a hub id such as facebook/audiogen-medium \
-                 on a machine that can reach the hub (downloads go to CACHE_MODEL_DIR={})",
-                cache_dir.display()
-            )
-        })?;
-    engine.set_cuda_graphs(models.cuda_graphs);
-    let info = engine.info();
-    tracing::info!(
-        family = %ModelFamily::Audio,
-        model,
-        device = %info.device,
-        gpu = info.gpu.as_deref().unwrap_or("-"),
-        dtype = %info.dtype,
-        step_mode = ?engine.step_mode(),
-        "model ready"
-    );
-    Ok(Arc::new(engine))
+    Ok(Arc::from(engine as Box<dyn AudioGenerator>))
 }

@@ -99,6 +99,12 @@ impl Deployment {
         )
     }
 
+    /// A marketplace user of this deployment alone: Postgres outlives a
+    /// test run, so a fixed id would count an earlier run's tasks.
+    fn user(&self, label: &str) -> String {
+        format!("{label}-{}", self.var("DYNAMODB_TABLE"))
+    }
+
     fn var(&self, name: &str) -> String {
         self.env
             .iter()
@@ -142,12 +148,13 @@ fn generations(logs: &[String], task_id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
     let deployment = Deployment::new("e2e", &[("FINAL_CACHE_TTL", "2")]);
+    let user = deployment.user("aws-e2e");
     let app = deployment.serve();
     let (status, _, health) = app.get("/health", None).await;
     assert_eq!(status, StatusCode::OK, "{health}");
 
     let id = app
-        .submit(&task_body("aws-e2e", "through every backend", 0.5))
+        .submit(&task_body(&user, "through every backend", 0.5))
         .await;
     let doc = app.wait_final(&id, LONG).await;
     assert_eq!(doc["status"], "succeeded", "{doc}");
@@ -161,7 +168,7 @@ async fn a_task_runs_through_sqs_s3_dynamodb_redis_and_postgres() {
     assert_eq!(header.sample_rate, 32000);
     assert!(samples.iter().any(|s| *s != 0));
 
-    let stats = wait_stats(&app, "aws-e2e", 1).await;
+    let stats = wait_stats(&app, &user, 1).await;
     assert_eq!(stats["by_status"]["succeeded"], 1);
 
     // The final result in Redis expires (FINAL_CACHE_TTL=2 s); the result is
@@ -197,6 +204,7 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
 ) {
     let receiver = CallbackReceiver::start(0).await;
     let deployment = Deployment::new("dup", &[("MARKETPLACE_CALLBACK", receiver.url.as_str())]);
+    let user = deployment.user("aws-dup");
     let app = deployment.api();
     let _completion = deployment.completion();
     let mut first = deployment.worker("worker-1");
@@ -207,9 +215,7 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
     // task stays running after the generation until the completion step
     // runs, so a status poll slowed by a loaded machine could see "running"
     // only once the job was already done and deleted.
-    let killed = app
-        .submit(&task_body("aws-dup", "killed mid job", 30.0))
-        .await;
+    let killed = app.submit(&task_body(&user, "killed mid job", 30.0)).await;
     let deadline = Instant::now() + LONG;
     while generations(&[first.log_text()], &killed) == 0 {
         assert!(
@@ -232,9 +238,7 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
     );
 
     // The same SQS message twice: send the job's message again by hand.
-    let twice = app
-        .submit(&task_body("aws-dup", "delivered twice", 0.3))
-        .await;
+    let twice = app.submit(&task_body(&user, "delivered twice", 0.3)).await;
     let aws = sound_creator_settings::Settings::from_lookup(|name| {
         deployment
             .env
@@ -266,7 +270,7 @@ async fn a_duplicate_sqs_message_and_a_killed_worker_each_end_with_one_output_on
         .unwrap();
     assert_eq!(app.wait_final(&twice, LONG).await["status"], "succeeded");
 
-    let stats = wait_stats(&app, "aws-dup", 2).await;
+    let stats = wait_stats(&app, &user, 2).await;
     assert_eq!(stats["by_status"]["succeeded"], 2, "one stats row per task");
     let calls = receiver.wait_for(2, LONG).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -436,6 +440,9 @@ async fn uploads_go_to_s3_through_a_presigned_put_and_the_api_learns_models_from
              "device": "cpu", "dtype": "f32"},
             {"family": "music", "id": "facebook/musicgen-melody", "default": false, "sample_rate": 32000,
              "channels": 1, "melody": true, "max_duration": 30.0,
+             "formats": ["wav", "flac", "mp3", "ogg"], "device": "cpu", "dtype": "f32"},
+            {"family": "audio", "id": "facebook/audiogen-medium", "default": true, "sample_rate": 16000,
+             "channels": 1, "melody": false, "max_duration": 10.0,
              "formats": ["wav", "flac", "mp3", "ogg"], "device": "cpu", "dtype": "f32"}
         ]})
     );
@@ -564,12 +571,13 @@ async fn uploads_go_to_s3_through_a_presigned_put_and_the_api_learns_models_from
 async fn an_audio_task_runs_on_the_audio_queue_and_yields_a_16_khz_clip_in_s3() {
     let model = tiny_audiogen().display().to_string();
     let deployment = Deployment::new("audiogen", &[("AUDIO_GEN_MODEL", &model)]);
+    let user = deployment.user("aws-audiogen");
     let app = deployment.serve();
     let (status, _, health) = app.get("/health", None).await;
     assert_eq!(status, StatusCode::OK, "{health}");
     assert_eq!(health["models"]["audio"]["deployed"], true, "{health}");
 
-    let mut body = task_body("aws-audiogen", "a car horn in traffic", 0.4);
+    let mut body = task_body(&user, "a car horn in traffic", 0.4);
     body["type"] = json!("audio");
     let id = app.submit(&body).await;
     let doc = app.wait_final(&id, LONG).await;
@@ -579,6 +587,6 @@ async fn an_audio_task_runs_on_the_audio_queue_and_yields_a_16_khz_clip_in_s3() 
     let (header, samples) = decode_wav(&app.download(url).await).unwrap();
     assert_eq!((header.sample_rate, header.channels), (16_000, 1));
     assert_eq!(samples.len(), 6400);
-    let stats = wait_stats(&app, "aws-audiogen", 1).await;
+    let stats = wait_stats(&app, &user, 1).await;
     assert_eq!(stats["by_status"]["succeeded"], 1);
 }

@@ -93,6 +93,16 @@ pub struct Clip {
 }
 
 impl Clip {
+    /// `seconds` of mono silence: what the generators that stand in for a
+    /// model (tests, the pipeline benchmark) return.
+    pub fn silence(seconds: f64, sample_rate: u32) -> Self {
+        Self {
+            samples: vec![0.0; (seconds * f64::from(sample_rate)) as usize],
+            sample_rate,
+            channels: 1,
+        }
+    }
+
     pub fn duration_seconds(&self) -> f64 {
         let frames = self.samples.len() / usize::from(self.channels.max(1));
         frames as f64 / f64::from(self.sample_rate.max(1))
@@ -132,6 +142,25 @@ pub struct ModelInfo {
     /// The decoder's precision: `f32`, `f16` or `bf16`.
     #[serde(default)]
     pub dtype: String,
+}
+
+impl ModelInfo {
+    /// A mono model on the CPU in f32, without melody or a length limit of
+    /// its own: how the generators that stand in for a model describe
+    /// themselves.
+    pub fn cpu(name: impl Into<String>, sample_rate: u32, frame_rate: f64) -> Self {
+        Self {
+            name: name.into(),
+            sample_rate,
+            channels: 1,
+            frame_rate,
+            melody: false,
+            max_duration: None,
+            device: "cpu".to_owned(),
+            gpu: None,
+            dtype: "f32".to_owned(),
+        }
+    }
 }
 
 /// Whether the engine should carry on after a step.

@@ -18,6 +18,7 @@ use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::final_watch::FinalSubscription;
 use crate::ports::{BackendError, QueueName};
 use crate::service::{ServiceError, TaskService};
 use crate::task::{Task, TaskId, TaskStatus, Tenant};
@@ -109,6 +110,9 @@ pub struct TaskEvents {
     pending: VecDeque<TaskEvent>,
     /// The result event has been queued: nothing follows it.
     finished: bool,
+    /// Taken before each read of the task, so that a start or end signalled
+    /// between the read and the next wait still cuts that wait short.
+    wake: FinalSubscription,
 }
 
 impl TaskEvents {
@@ -119,7 +123,11 @@ impl TaskEvents {
         tenant: Tenant,
         raw_id: &str,
     ) -> Result<Self, ServiceError> {
+        // Subscribed before the read, so a start right after it still wakes
+        // the first wait (an id that does not parse is refused by the read).
+        let wake = TaskId::parse(raw_id).map(|id| service.ports.finals.subscribe(&id));
         let task = service.owned_task(&tenant, raw_id, false).await?;
+        let wake = wake.unwrap_or_else(|| service.ports.finals.subscribe(&task.id));
         let mut events = Self {
             service,
             tenant,
@@ -128,6 +136,7 @@ impl TaskEvents {
             last_progress: None,
             pending: VecDeque::new(),
             finished: false,
+            wake,
         };
         events.observe(task).await?;
         Ok(events)
@@ -156,6 +165,7 @@ impl TaskEvents {
                 return None;
             }
             self.wait().await;
+            self.wake = self.service.ports.finals.subscribe(&self.id);
             let read = match self
                 .service
                 .owned_task(&self.tenant, self.id.as_str(), false)
@@ -177,17 +187,15 @@ impl TaskEvents {
         }
     }
 
-    /// Sleeps until the next poll, or until the completion step in this
-    /// process signals the task final.
-    async fn wait(&self) {
+    /// Sleeps until the next poll, or until a worker or the completion step
+    /// in this process says the task started or became final.
+    async fn wait(&mut self) {
         let running = self
             .last_status
             .as_ref()
             .is_some_and(|s| s.status == TaskStatus::Running);
         let pause = if running { RUNNING_POLL } else { QUEUED_POLL };
-        let finals = Arc::clone(&self.service.ports.finals);
-        let mut subscription = finals.subscribe(&self.id);
-        let _ = tokio::time::timeout(pause, subscription.signalled()).await;
+        let _ = tokio::time::timeout(pause, self.wake.changed()).await;
     }
 
     /// Queues the events that `task`, read just now, adds to those sent.
@@ -199,6 +207,16 @@ impl TaskEvents {
             // passed, and presigns the outputs.
             let doc = self.service.result(&self.tenant, self.id.as_str()).await?;
             if doc.status.is_final() {
+                // A run shorter than a poll is still a change the stream
+                // owes a client that saw the task queued: the record says
+                // it started (a worker in another process wakes no one).
+                let saw_it_queued = self
+                    .last_status
+                    .as_ref()
+                    .is_some_and(|s| s.status == TaskStatus::Queued);
+                if saw_it_queued && task.started_at.is_some() {
+                    self.push_status(TaskStatus::Running, None);
+                }
                 self.push_status(doc.status, None);
                 self.pending.push_back(TaskEvent::Result(Box::new(doc)));
                 self.finished = true;

@@ -2,6 +2,11 @@
 //! `POST /v1/generate` answers as soon as the completion step records the
 //! last stage instead of on its next poll of the task store.
 //!
+//! A worker in this process also says when it starts a task, so an event
+//! stream shows `running` and the first progress at once rather than on its
+//! next poll of a queued task (a short clip can run start to end between two
+//! such polls).
+//!
 //! It is only an early wake-up: the task store stays the truth, and a waiter
 //! always reads the task again after a signal. Where the completion step runs
 //! in another process (Lambda), no signal ever comes and waiters fall back to
@@ -9,24 +14,33 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use crate::task::TaskId;
 
+/// What a waiter has been told of a task so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Started,
+    Final,
+}
+
 #[derive(Default)]
 pub struct FinalWatch {
-    waiting: Mutex<HashMap<TaskId, watch::Sender<bool>>>,
+    waiting: Mutex<HashMap<TaskId, watch::Sender<Phase>>>,
     completion_is_local: AtomicBool,
 }
 
 /// A waiter's subscription; dropping it forgets the task when no one else
-/// waits for it.
-pub struct FinalSubscription<'a> {
-    watch: &'a FinalWatch,
+/// waits for it. It holds the watch, so a long-lived waiter (an event
+/// stream) can keep one from before a read of the task to after it.
+pub struct FinalSubscription {
+    watch: Arc<FinalWatch>,
     task_id: TaskId,
-    receiver: watch::Receiver<bool>,
+    receiver: watch::Receiver<Phase>,
 }
 
 impl FinalWatch {
@@ -42,14 +56,14 @@ impl FinalWatch {
 
     /// Subscribe before reading the task, so that a signal sent between the
     /// read and the wait is not missed.
-    pub fn subscribe(&self, task_id: &TaskId) -> FinalSubscription<'_> {
+    pub fn subscribe(self: &Arc<Self>, task_id: &TaskId) -> FinalSubscription {
         let receiver = self
             .lock()
             .entry(task_id.clone())
-            .or_insert_with(|| watch::channel(false).0)
+            .or_insert_with(|| watch::channel(Phase::Waiting).0)
             .subscribe();
         FinalSubscription {
-            watch: self,
+            watch: Arc::clone(self),
             task_id: task_id.clone(),
             receiver,
         }
@@ -58,7 +72,20 @@ impl FinalWatch {
     /// The task is final: wake whoever waits for it.
     pub fn signal(&self, task_id: &TaskId) {
         if let Some(sender) = self.lock().remove(task_id) {
-            let _ = sender.send(true);
+            let _ = sender.send(Phase::Final);
+        }
+    }
+
+    /// A worker has started the task: wake whoever waits for any change.
+    pub fn started(&self, task_id: &TaskId) {
+        if let Some(sender) = self.lock().get(task_id) {
+            sender.send_if_modified(|phase| {
+                let was_waiting = *phase == Phase::Waiting;
+                if was_waiting {
+                    *phase = Phase::Started;
+                }
+                was_waiting
+            });
         }
     }
 
@@ -68,7 +95,7 @@ impl FinalWatch {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, watch::Sender<bool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, watch::Sender<Phase>>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (each operation is one insert or remove), so poisoning is ignored.
         self.waiting
@@ -77,16 +104,23 @@ impl FinalWatch {
     }
 }
 
-impl FinalSubscription<'_> {
+impl FinalSubscription {
     /// Resolves when the task has been signalled final (at once if it
     /// already was). Cancel-safe: use it under a timeout.
     pub async fn signalled(&mut self) {
         // An error means the sender was dropped, which only `signal` does.
-        let _ = self.receiver.wait_for(|is_final| *is_final).await;
+        let _ = self.receiver.wait_for(|phase| *phase == Phase::Final).await;
+    }
+
+    /// Resolves when the task has started or become final since this
+    /// subscription was taken. Cancel-safe: use it under a timeout.
+    pub async fn changed(&mut self) {
+        // An error means the sender was dropped, which only `signal` does.
+        let _ = self.receiver.changed().await;
     }
 }
 
-impl Drop for FinalSubscription<'_> {
+impl Drop for FinalSubscription {
     fn drop(&mut self) {
         let mut waiting = self.watch.lock();
         if let Some(sender) = waiting.get(&self.task_id) {
@@ -105,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_wakes_the_subscribed_waiter_and_forgets_the_task() {
-        let watch = FinalWatch::default();
+        let watch = Arc::new(FinalWatch::default());
         let id = TaskId::generate();
         let mut subscription = watch.subscribe(&id);
         watch.signal(&id);
@@ -117,8 +151,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_start_wakes_a_waiter_for_any_change_but_not_one_for_the_final() {
+        let watch = Arc::new(FinalWatch::default());
+        let id = TaskId::generate();
+        let mut any = watch.subscribe(&id);
+        let mut last = watch.subscribe(&id);
+        watch.started(&id);
+        tokio::time::timeout(Duration::from_secs(1), any.changed())
+            .await
+            .expect("woken by the start");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), last.signalled())
+                .await
+                .is_err(),
+            "a start is not the end"
+        );
+        watch.signal(&id);
+        tokio::time::timeout(Duration::from_secs(1), last.signalled())
+            .await
+            .expect("woken by the end");
+        drop((any, last));
+        assert_eq!(watch.watched(), 0);
+    }
+
+    #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_no_entry_behind() {
-        let watch = FinalWatch::default();
+        let watch = Arc::new(FinalWatch::default());
         let id = TaskId::generate();
         let first = watch.subscribe(&id);
         let mut second = watch.subscribe(&id);
@@ -136,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_for_a_task_nobody_waits_for_is_a_no_op() {
-        let watch = FinalWatch::default();
+        let watch = Arc::new(FinalWatch::default());
         watch.signal(&TaskId::generate());
         assert_eq!(watch.watched(), 0);
         assert!(!watch.completion_is_local());

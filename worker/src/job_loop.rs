@@ -365,7 +365,12 @@ impl Worker {
                 self.ports.queue.delete(queue, &delivery.receipt).await?;
                 Ok(None)
             }
-            Some((_, StageStart::Run)) => self.prepare(job, delivery).await,
+            Some((task, StageStart::Run)) => {
+                // Event streams in this process show `running` now, not on
+                // their next poll.
+                self.ports.finals.started(&task.id);
+                self.prepare(job, delivery).await
+            }
         }
     }
 

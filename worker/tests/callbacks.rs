@@ -32,17 +32,7 @@ struct InstantGenerator;
 
 impl AudioGenerator for InstantGenerator {
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            name: "instant".into(),
-            sample_rate: 32_000,
-            channels: 1,
-            frame_rate: 50.0,
-            melody: false,
-            max_duration: None,
-            device: "cpu".into(),
-            gpu: None,
-            dtype: "f32".into(),
-        }
+        ModelInfo::cpu("instant", 32_000, 50.0)
     }
 
     fn generate(
@@ -52,11 +42,7 @@ impl AudioGenerator for InstantGenerator {
     ) -> Result<Vec<Clip>, GenerationError> {
         Ok(batch
             .iter()
-            .map(|r| Clip {
-                samples: vec![0.0; (r.duration * 32_000.0) as usize],
-                sample_rate: 32_000,
-                channels: 1,
-            })
+            .map(|r| Clip::silence(r.duration, 32_000))
             .collect())
     }
 }

@@ -56,17 +56,7 @@ impl ScriptedGenerator {
 
 impl AudioGenerator for ScriptedGenerator {
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            name: "scripted".into(),
-            sample_rate: 32_000,
-            channels: 1,
-            frame_rate: 50.0,
-            melody: false,
-            max_duration: None,
-            device: "cpu".into(),
-            gpu: None,
-            dtype: "f32".into(),
-        }
+        ModelInfo::cpu("scripted", 32_000, 50.0)
     }
 
     fn generate(

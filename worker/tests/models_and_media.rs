@@ -57,15 +57,9 @@ impl Recorder {
 impl AudioGenerator for Recorder {
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            name: self.name.into(),
-            sample_rate: 32_000,
             channels: self.channels,
-            frame_rate: 50.0,
             melody: self.melody,
-            max_duration: None,
-            device: "cpu".into(),
-            gpu: None,
-            dtype: "f32".into(),
+            ..ModelInfo::cpu(self.name, 32_000, 50.0)
         }
     }
 

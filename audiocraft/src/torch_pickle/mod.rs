@@ -234,7 +234,7 @@ impl TorchFile {
             .lock()
             .read_span(info)
             .map_err(|e| self.tensor_error(name, e))?;
-        let fail = |e: tch::TchError| self.tensor_error_msg(name, first_line(&e));
+        let fail = |e: tch::TchError| self.tensor_error_msg(name, crate::batching::first_line(&e));
         let shape: Vec<i64> = to_i64(&info.shape).map_err(|r| self.tensor_error_msg(name, r))?;
         let stride: Vec<i64> = to_i64(&info.stride).map_err(|r| self.tensor_error_msg(name, r))?;
         let span = (bytes.len() / info.dtype().size()) as i64;
@@ -446,13 +446,4 @@ fn archive_error(path: &Path, e: archive::ArchiveError) -> TorchFileError {
             reason: other.to_string(),
         },
     }
-}
-
-/// libtorch's messages carry a C++ backtrace after the first line.
-fn first_line(err: &tch::TchError) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }

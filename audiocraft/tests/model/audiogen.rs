@@ -12,19 +12,20 @@ use sound_creator_audiocraft::audiogen::{
     is_audiocraft_export, AudioGenEngine, COMPRESSION_FILE, LM_FILE, T5_DIR,
 };
 use sound_creator_audiocraft::checkpoint::LoadError;
-use sound_creator_audiocraft::generation::{Continue, GenerateOptions, StepMode};
+use sound_creator_audiocraft::generation::{Continue, StepMode};
 use sound_creator_audiocraft::hub::HubSettings;
-use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_core::audio::{
     AudioGenerator, ClipRequest, GenerationError, StepControl, StepObserver,
 };
 use sound_creator_core::request::GenerationParams;
 use tch::{Device, Kind, Tensor};
 
+use super::fixtures::{fixture, greedy, max_abs_diff, Reference};
+
 const TOLERANCE: f64 = 1e-4;
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-audiogen")
+    fixture("tiny-audiogen")
 }
 
 fn load(dir: &Path) -> Result<AudioGenEngine, LoadError> {
@@ -42,51 +43,13 @@ fn engine() -> AudioGenEngine {
     load(&fixture_dir()).expect("load the tiny AudioGen")
 }
 
-struct Reference {
-    prompts: Vec<String>,
-    tensors: std::collections::HashMap<String, Tensor>,
-}
-
 fn reference() -> Reference {
-    let dir = fixture_dir().join("reference");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let prompts = meta["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_owned())
-        .collect();
-    let tensors = Tensor::read_safetensors(dir.join("reference.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
-    Reference { prompts, tensors }
-}
-
-impl Reference {
-    fn get(&self, name: &str) -> &Tensor {
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("reference has no {name}"))
-    }
+    Reference::of(&fixture_dir())
 }
 
 fn max_diff(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.size(), want.size(), "shape");
-    (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
-}
-
-fn greedy(guidance_scale: f64) -> GenerateOptions {
-    GenerateOptions {
-        decoding: Decoding::Greedy,
-        guidance_scale,
-        seed: None,
-    }
+    max_abs_diff(got, want)
 }
 
 #[test]
@@ -106,20 +69,20 @@ fn text_conditioning_matches_audiocraft() {
     engine
         .with_model(|model, tokenizer| {
             let encoded = tokenizer.encode_batch(&prompts).unwrap();
-            let want_ids = reference.get("text_input_ids").narrow(0, 0, n);
+            let want_ids = &reference["text_input_ids"].narrow(0, 0, n);
             assert!(encoded.input_ids.equal(&want_ids), "token ids differ");
-            let want_mask = reference.get("text_attention_mask").narrow(0, 0, n);
+            let want_mask = &reference["text_attention_mask"].narrow(0, 0, n);
             assert!(encoded.attention_mask.equal(&want_mask), "masks differ");
 
             let hidden = model.encode_text(&encoded).unwrap();
-            let want = reference.get("t5_last_hidden_state").narrow(0, 0, n);
+            let want = &reference["t5_last_hidden_state"].narrow(0, 0, n);
             let diff = max_diff(&hidden, &want);
             assert!(diff < TOLERANCE, "T5 states differ by {diff}");
 
             // The guided conditioning: the prompts' embeddings, then null rows
             // that are exactly zero, as audiocraft's 4-row batch.
             let cond = model.condition(&encoded, true).unwrap();
-            let want = reference.get("condition_embeds");
+            let want = &reference["condition_embeds"];
             let diff = max_diff(&cond.states, want);
             assert!(diff < TOLERANCE, "condition embeddings differ by {diff}");
             let null = cond.states.narrow(0, n, n);
@@ -138,10 +101,8 @@ fn teacher_forced_logits_match_audiocraft() {
         .with_model(|model, tokenizer| {
             let encoded = tokenizer.encode_batch(&prompts).unwrap();
             let cond = model.condition(&encoded, true).unwrap();
-            let logits = model
-                .logits(&cond, reference.get("lm_input_codes"))
-                .unwrap();
-            let diff = max_diff(&logits, reference.get("lm_logits"));
+            let logits = model.logits(&cond, &reference["lm_input_codes"]).unwrap();
+            let diff = max_diff(&logits, &reference["lm_logits"]);
             assert!(diff < TOLERANCE, "logits differ by {diff}");
         })
         .unwrap();
@@ -156,7 +117,7 @@ fn greedy_codes_with_and_without_guidance_are_audiocraft_s() {
     for mode in [StepMode::Eager, StepMode::DeviceIndexed] {
         engine.set_step_mode(mode);
         for (scale, name) in [(3.0, "greedy_codes_cfg3"), (1.0, "greedy_codes_cfg1")] {
-            let want = reference.get(name);
+            let want = &reference[name];
             let frames = want.size()[2];
             let codes = engine
                 .with_model(|model, tokenizer| {
@@ -184,8 +145,8 @@ fn codec_audio_matches_audiocraft() {
                 ("codec_codes", "codec_audio"),
                 ("greedy_codes_cfg3", "greedy_audio_cfg3"),
             ] {
-                let got = model.decode_audio(reference.get(codes)).unwrap();
-                let diff = max_diff(&got, reference.get(audio));
+                let got = model.decode_audio(&reference[codes]).unwrap();
+                let diff = max_diff(&got, &reference[audio]);
                 assert!(diff < TOLERANCE, "{audio} differs by {diff}");
             }
         })

@@ -4,7 +4,6 @@
 //! checkpoint), whose `encodec_codes` / `encodec_audio` references were
 //! recorded by `tests/fixtures/make_musicgen_fixture.py`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use sound_creator_audiocraft::checkpoint::Checkpoint;
@@ -12,18 +11,14 @@ use sound_creator_audiocraft::config::MusicgenConfig;
 use sound_creator_audiocraft::encodec::EncodecDecoder;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::fixtures::{fixture, Reference};
+
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen")
+    fixture("tiny-musicgen")
 }
 
-fn reference() -> HashMap<String, Tensor> {
-    let path = fixture_dir()
-        .join("reference")
-        .join("reference.safetensors");
-    Tensor::read_safetensors(path)
-        .expect("fixture reference.safetensors")
-        .into_iter()
-        .collect()
+fn reference() -> Reference {
+    Reference::of(&fixture_dir())
 }
 
 /// The fixture's EnCodec, loaded through the same checkpoint path the engine uses.

@@ -8,6 +8,7 @@ mod audiogen;
 mod checkpoint;
 mod encodec_parity;
 mod encodec_variants;
+mod fixtures;
 mod linking;
 mod melody_parity;
 mod parity;

@@ -6,50 +6,32 @@
 //! the decoder's prefix (projected chroma, then projected text), the
 //! teacher-forced logits and greedy codes with and without a melody.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::fixtures::{fixture, greedy, max_abs_diff, musicgen, Reference};
+
 use sound_creator_audio::{melody_chroma, Chromagram};
-use sound_creator_audiocraft::generation::{Continue, GenerateOptions, StepMode};
+use sound_creator_audiocraft::generation::{Continue, StepMode};
 use sound_creator_audiocraft::musicgen_melody::MelodyChroma;
-use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_audiocraft::MusicGenEngine;
 use sound_creator_core::audio::{
     decode_wav, AudioGenerator, ClipRequest, MelodyInput, RunToEnd, MELODY_SAMPLE_RATE,
 };
 use sound_creator_core::request::GenerationParams;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen-melody")
+    fixture("tiny-musicgen-melody")
 }
 
 fn engine() -> MusicGenEngine {
-    let cache = tempfile::tempdir().expect("tempdir");
-    MusicGenEngine::load(
-        fixture_dir().to_str().expect("utf-8 path"),
-        cache.path(),
-        &sound_creator_audiocraft::hub::HubSettings::offline(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .expect("load the melody fixture")
+    musicgen(&fixture_dir(), Kind::Float)
 }
 
-fn reference() -> (HashMap<String, Tensor>, Vec<String>) {
-    let dir = fixture_dir().join("reference");
-    let tensors =
-        Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference tensors");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
-            .expect("json");
-    let prompts = json["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| p.as_str().expect("str").to_owned())
-        .collect();
-    (tensors.into_iter().collect(), prompts)
+fn reference() -> (Reference, Vec<String>) {
+    let reference = Reference::of(&fixture_dir());
+    let prompts = reference.prompts.clone();
+    (reference, prompts)
 }
 
 /// melody.wav as the fixture script reads it: int16 / 32768.
@@ -65,21 +47,6 @@ fn melody_samples() -> Vec<f32> {
 
 fn chroma_tensor(chroma: &Chromagram) -> Tensor {
     Tensor::from_slice(&chroma.values).view([-1, chroma.num_chroma as i64])
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
-}
-
-fn greedy(guidance_scale: f64) -> GenerateOptions {
-    GenerateOptions {
-        decoding: Decoding::Greedy,
-        guidance_scale,
-        seed: None,
-    }
 }
 
 #[test]

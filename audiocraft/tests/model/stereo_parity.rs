@@ -4,53 +4,29 @@
 //! whose references were recorded by
 //! `tests/fixtures/make_musicgen_stereo_fixture.py`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+
+use super::fixtures::{fixture, max_abs_diff, musicgen, Reference};
 
 use sound_creator_audiocraft::generation::{Continue, GenerateOptions, StepMode};
 use sound_creator_audiocraft::sampling::Decoding;
 use sound_creator_audiocraft::MusicGenEngine;
 use sound_creator_core::audio::{AudioGenerator, ClipRequest, RunToEnd};
 use sound_creator_core::request::GenerationParams;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-musicgen-stereo")
+    fixture("tiny-musicgen-stereo")
 }
 
 fn engine() -> MusicGenEngine {
-    let cache = tempfile::tempdir().expect("tempdir");
-    MusicGenEngine::load(
-        fixture_dir().to_str().expect("utf-8 path"),
-        cache.path(),
-        &sound_creator_audiocraft::hub::HubSettings::offline(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .expect("load the stereo fixture")
+    musicgen(&fixture_dir(), Kind::Float)
 }
 
-fn reference() -> (HashMap<String, Tensor>, Vec<String>) {
-    let dir = fixture_dir().join("reference");
-    let tensors =
-        Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference tensors");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
-            .expect("json");
-    let prompts = json["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| p.as_str().expect("str").to_owned())
-        .collect();
-    (tensors.into_iter().collect(), prompts)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+fn reference() -> (Reference, Vec<String>) {
+    let reference = Reference::of(&fixture_dir());
+    let prompts = reference.prompts.clone();
+    (reference, prompts)
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! 75 s clip on the tiny model with MusicGen's own 30 s / 18 s windows,
 //! checked for length, progress, and continuity at the seams.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sound_creator_audiocraft::windowing::{Window, Windowing};
 use sound_creator_audiocraft::MusicGenEngine;
@@ -17,22 +17,12 @@ use sound_creator_core::audio::{
     AudioGenerator, ClipRequest, GenerationError, StepControl, StepObserver,
 };
 use sound_creator_core::request::GenerationParams;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
+use super::fixtures::{fixture, musicgen};
 
 fn engine(dir: &Path) -> MusicGenEngine {
-    let cache = tempfile::tempdir().expect("tempdir");
-    MusicGenEngine::load(
-        dir.to_str().expect("utf-8 path"),
-        cache.path(),
-        &sound_creator_audiocraft::hub::HubSettings::offline(),
-        Device::Cpu,
-        Kind::Float,
-    )
-    .expect("load fixture")
+    musicgen(dir, Kind::Float)
 }
 
 fn greedy() -> GenerationParams {
@@ -61,7 +51,7 @@ impl StepObserver for Reports {
 
 #[test]
 fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
-    let dir = fixtures().join("windowing-reference");
+    let dir = fixture("windowing-reference");
     let reference =
         Tensor::read_safetensors(dir.join("reference.safetensors")).expect("reference tensors");
     let json: serde_json::Value =
@@ -74,8 +64,8 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
         .map(|p| p.as_str().expect("str").to_owned())
         .collect();
     let duration = json["duration"].as_f64().expect("duration");
-    for fixture in ["tiny-musicgen", "tiny-musicgen-stereo"] {
-        let meta = &json["fixtures"][fixture];
+    for name in ["tiny-musicgen", "tiny-musicgen-stereo"] {
+        let meta = &json["fixtures"][name];
         let windowing = Windowing {
             window: meta["window_frames"].as_i64().expect("window"),
             stride: meta["stride_frames"].as_i64().expect("stride"),
@@ -92,9 +82,9 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
                 frames: w["frames"].as_i64().expect("frames"),
             })
             .collect();
-        assert_eq!(windowing.plan(total), expected_plan, "{fixture}");
+        assert_eq!(windowing.plan(total), expected_plan, "{name}");
 
-        let mut engine = engine(&fixtures().join(fixture));
+        let mut engine = engine(&fixture(name));
         engine.set_windowing(windowing);
         let batch: Vec<ClipRequest> = prompts
             .iter()
@@ -109,15 +99,15 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
             .expect("generate");
         let expected = reference
             .iter()
-            .find(|(name, _)| name == &format!("{fixture}_codes"))
+            .find(|(key, _)| key == &format!("{name}_codes"))
             .map(|(_, t)| t)
             .expect("reference codes");
         for (row, clip) in clips.iter().enumerate() {
             let expected =
                 Vec::<Vec<i64>>::try_from(expected.get(row as i64)).expect("reference row");
-            assert_eq!(clip.codes, expected, "{fixture}, clip {row}");
+            assert_eq!(clip.codes, expected, "{name}, clip {row}");
             let channels = usize::from(clip.clip.channels);
-            assert_eq!(clip.clip.samples.len(), channels * 64_000, "{fixture}");
+            assert_eq!(clip.clip.samples.len(), channels * 64_000, "{name}");
         }
         // Progress runs over the windows as one count: each window's steps
         // after its prompt (frames + delays - 1 - prompt).
@@ -139,7 +129,7 @@ fn windowed_codes_match_the_reference_run_on_mono_and_stereo() {
 
 #[test]
 fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
-    let engine = engine(&fixtures().join("tiny-musicgen"));
+    let engine = engine(&fixture("tiny-musicgen"));
     assert_eq!(
         engine.info().max_duration,
         None,
@@ -228,7 +218,7 @@ fn a_75_s_clip_is_continuous_across_its_seams_and_cancels_between_steps() {
 fn a_long_melody_clip_follows_the_melody_window_by_window() {
     // The melody fixture on short windows: each window is conditioned on
     // the melody from its own start time (wrapping around the 4 s melody).
-    let dir = fixtures().join("tiny-musicgen-melody");
+    let dir = fixture("tiny-musicgen-melody");
     let mut engine = engine(&dir);
     engine.set_windowing(Windowing {
         window: 40,

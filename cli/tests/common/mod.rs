@@ -122,25 +122,12 @@ impl App {
 
     /// Sends SIGTERM, what ECS and Docker send before SIGKILL.
     pub fn terminate(&self) {
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.child.id())])
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill -TERM failed");
+        terminate(&self.child);
     }
 
     /// The exit status, once the process has exited within `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, within)
     }
 
     fn start(
@@ -402,6 +389,31 @@ impl CallbackReceiver {
     }
 }
 
+/// Sends `child` SIGTERM, what ECS sends a task it stops (scale-in,
+/// deployment, instance draining) and Docker before SIGKILL.
+fn terminate(child: &Child) {
+    // The shell's own `kill`: no procps needed.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// `child`'s exit status, once it has exited within `within`.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn counts<'a>(items: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
     let mut map = HashMap::new();
     for item in items {
@@ -441,29 +453,14 @@ impl Process {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM, what ECS sends a task it stops (scale-in, deployment,
-    /// instance draining).
+    /// Sends SIGTERM, what ECS and Docker send before SIGKILL.
     pub fn terminate(&self) {
-        // The shell's own `kill`: no procps needed.
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.child.id())])
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill -TERM failed");
+        terminate(&self.child);
     }
 
     /// The exit status, once the process has exited within `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, within)
     }
 
     pub fn log_text(&self) -> String {

@@ -227,10 +227,16 @@ mod tests {
 
     use super::*;
 
+    /// A deployment the narrowing keeps every field for: a melody model is
+    /// deployed and callbacks may go to one host.
     fn settings() -> ServiceSettings {
-        sound_creator_settings::from_pairs(&[("MAX_PROMPT_LEN", "77")])
-            .expect("settings")
-            .service
+        sound_creator_settings::from_pairs(&[
+            ("MAX_PROMPT_LEN", "77"),
+            ("MUSIC_GEN_MODELS", "facebook/musicgen-melody"),
+            ("CALLBACK_ALLOWED_HOSTS", "hooks.example.com"),
+        ])
+        .expect("settings")
+        .service
     }
 
     fn property_names(schema: &Value) -> BTreeSet<String> {
@@ -263,6 +269,25 @@ mod tests {
             stats,
             STATS_FIELDS.iter().map(|f| f.name.to_owned()).collect()
         );
+    }
+
+    #[test]
+    fn a_deployment_without_melody_models_or_callback_hosts_documents_neither() {
+        let plain = sound_creator_settings::from_pairs(&[])
+            .expect("settings")
+            .service;
+        let doc = document(&plain, true);
+        let call = property_names(&doc["components"]["schemas"]["CallRequest"]);
+        assert!(
+            !call.contains("melody") && !call.contains("callback_url"),
+            "{call:?}"
+        );
+        assert!(
+            call.contains("prompt") && call.contains("model"),
+            "{call:?}"
+        );
+        let families = &doc["components"]["schemas"]["CallRequest"]["properties"]["type"]["enum"];
+        assert_eq!(families, &json!(["music", "audio"]));
     }
 
     #[test]
