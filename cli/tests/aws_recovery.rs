@@ -56,13 +56,22 @@ async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     run_to_end(&["provision"], &env_refs);
     let dir = tempfile::tempdir().unwrap();
     let app = App::spawn_full("serve", &["--backend", "aws"], dir.path(), &env_refs);
+    // Postgres outlives a test run: a user of this run alone.
+    let table = env
+        .iter()
+        .find(|(k, _)| k == "DYNAMODB_TABLE")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let user = format!("aws-down-{table}");
     let mut body = music("survives outages", 0.3);
-    body["user_id"] = json!("aws-down");
+    body["user_id"] = json!(user);
 
     // Postgres down: stats answer 503 with Retry-After; tasks still run.
     backend("postgres", "stop");
     let started = Instant::now();
-    let (status, headers, doc) = app.get("/v1/stats?user_id=aws-down", Some(TOKEN)).await;
+    let (status, headers, doc) = app
+        .get(&format!("/v1/stats?user_id={user}"), Some(TOKEN))
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{doc}");
     assert_eq!(doc["error"]["code"], "backend_unavailable");
     assert!(headers.contains_key("retry-after"));
@@ -80,7 +89,9 @@ async fn backends_that_go_down_answer_503_and_the_service_recovers_by_itself() {
     // lands; the task was not lost.
     backend("postgres", "start");
     eventually("stats after Postgres came back", || async {
-        let (status, _, stats) = app.get("/v1/stats?user_id=aws-down", Some(TOKEN)).await;
+        let (status, _, stats) = app
+            .get(&format!("/v1/stats?user_id={user}"), Some(TOKEN))
+            .await;
         status == StatusCode::OK && stats["requests"] == 1
     })
     .await;

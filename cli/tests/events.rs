@@ -127,7 +127,7 @@ async fn events_come_in_order_and_the_stream_ends_with_the_result() {
         let (step, steps) = (p["step"].as_u64().unwrap(), p["steps"].as_u64().unwrap());
         assert!(step <= steps, "{p}");
     }
-    let reported = progress.iter().filter(|(_, p)| p["steps"] != 0).last();
+    let reported = progress.iter().rfind(|(_, p)| p["steps"] != 0);
     let (_, reported) = reported.expect("the worker reports its steps");
     // 20 s at MusicGen's 50 frames per second.
     assert!(reported["steps"].as_u64().unwrap() >= 1000, "{reported}");

@@ -137,6 +137,12 @@ def test_the_stats_charts_show_this_keys_totals(page, base_url, token, artefacts
     page.locator("#history-rows tr[data-task]", has_text="succeeded").first.click()
     expect(page.locator("#task-status")).to_have_text("succeeded", timeout=30_000)
     expect(page.locator("#results canvas").first).to_have_attribute("data-drawn", "true", timeout=30_000)
+    # The bar's width animates: the picture waits until it is full.
+    page.wait_for_function(
+        "() => { const f = document.getElementById('progress-fill');"
+        " return f.getBoundingClientRect().width >= f.parentElement.clientWidth - 0.5; }",
+        timeout=10_000,
+    )
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=artefacts / "playground.png")
 

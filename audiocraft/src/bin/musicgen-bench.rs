@@ -28,8 +28,8 @@ use tch::{Device, Kind, Tensor};
 
 /// Either model, behind the few calls the benchmark makes.
 enum Engine {
-    Music(MusicGenEngine),
-    Audio(AudioGenEngine),
+    Music(Box<MusicGenEngine>),
+    Audio(Box<AudioGenEngine>),
 }
 
 impl Engine {
@@ -189,12 +189,12 @@ fn load(common: &Common, kind: Kind) -> anyhow::Result<(Engine, Device, f64)> {
         let mut engine =
             AudioGenEngine::load(&common.model, &cache, &hub, device, kind).with_context(failed)?;
         engine.set_cuda_graphs(!common.no_cuda_graphs);
-        Engine::Audio(engine)
+        Engine::Audio(Box::new(engine))
     } else {
         let mut engine =
             MusicGenEngine::load(&common.model, &cache, &hub, device, kind).with_context(failed)?;
         engine.set_cuda_graphs(!common.no_cuda_graphs);
-        Engine::Music(engine)
+        Engine::Music(Box::new(engine))
     };
     Ok((engine, device, started.elapsed().as_secs_f64()))
 }

@@ -70,13 +70,13 @@ fn text_conditioning_matches_audiocraft() {
         .with_model(|model, tokenizer| {
             let encoded = tokenizer.encode_batch(&prompts).unwrap();
             let want_ids = &reference["text_input_ids"].narrow(0, 0, n);
-            assert!(encoded.input_ids.equal(&want_ids), "token ids differ");
+            assert!(encoded.input_ids.equal(want_ids), "token ids differ");
             let want_mask = &reference["text_attention_mask"].narrow(0, 0, n);
-            assert!(encoded.attention_mask.equal(&want_mask), "masks differ");
+            assert!(encoded.attention_mask.equal(want_mask), "masks differ");
 
             let hidden = model.encode_text(&encoded).unwrap();
             let want = &reference["t5_last_hidden_state"].narrow(0, 0, n);
-            let diff = max_diff(&hidden, &want);
+            let diff = max_diff(&hidden, want);
             assert!(diff < TOLERANCE, "T5 states differ by {diff}");
 
             // The guided conditioning: the prompts' embeddings, then null rows

@@ -3,6 +3,7 @@
 //! melody, stereo, long-clip windowing), and the link of the model
 //! binaries. One test binary instead of many keeps the build small: each
 //! links libtorch.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod audiogen;
 mod checkpoint;

@@ -299,8 +299,9 @@ impl StatsRequest {
                     format!("`{name}` is given more than once"),
                 ));
             }
-            // An empty `user_id=` means "all users", as if absent.
-            if !value.is_empty() {
+            // An empty `user_id=` means "all users", as if absent; an empty
+            // bound is not a time, and is refused as one.
+            if !(value.is_empty() && name == STATS_USER_ID.name) {
                 object.insert(name, Value::String(value));
             }
         }
@@ -711,6 +712,13 @@ pub const TASK_ID: Field = Field {
 pub const STATS_USER_ID: Field = Field {
     doc: "Only this end user's tasks; absent or empty: all users of this client key.",
     required: false,
+    // Empty is allowed (all users), so the documented minimum is 0.
+    shape: Shape::Text {
+        min_chars: 0,
+        max_chars: Bound::At(Limits::MAX_USER_ID_LEN as f64),
+        printable: true,
+        blank: None,
+    },
     out_of_range: ErrorCode::InvalidQuery,
     ..USER_ID
 };
@@ -1204,6 +1212,8 @@ mod tests {
         );
         assert!(StatsRequest::parse("to=9999-12-31T23:59:59Z", &limits()).is_ok());
         for bad in [
+            "to=",
+            "from=",
             "to=10000-01-01T00:00:00Z",
             "from=0000-12-31T23:59:59Z",
             "from=yesterday",

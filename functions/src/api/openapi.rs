@@ -101,7 +101,47 @@ pub fn document(settings: &ServiceSettings, serves_files: bool) -> Value {
         narrow_to_deployment(&mut doc["components"]["schemas"][name], settings);
     }
     add_common_answers(&mut doc);
+    describe_idempotency_keys(&mut doc);
+    describe_event_stream(&mut doc);
     doc
+}
+
+/// The `Idempotency-Key` header as the extractor checks it: 1 to 255
+/// printable ASCII characters, no leading or trailing blank (HTTP trims them).
+fn describe_idempotency_keys(doc: &mut Value) {
+    for path in ["/v1/call", "/v1/generate"] {
+        let Some(parameters) = doc["paths"][path]["post"]["parameters"].as_array_mut() else {
+            continue;
+        };
+        for parameter in parameters
+            .iter_mut()
+            .filter(|p| p["name"] == "Idempotency-Key")
+        {
+            parameter["schema"] = json!({
+                "type": "string", "minLength": 1, "maxLength": 255,
+                "pattern": "^[!-~]([ -~]*[!-~])?$",
+            });
+        }
+    }
+}
+
+/// One server-sent event as a client's parser sees it: its name, its JSON
+/// `data` line, and `retry` on the first.
+fn describe_event_stream(doc: &mut Value) {
+    let content = &mut doc["paths"]["/v1/events/{task_id}"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"];
+    if content.is_object() {
+        content["schema"] = json!({
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "enum": ["status", "progress", "result"]},
+                "data": {"type": "string", "description": "The event as JSON: a status, progress or result document"},
+                "retry": {"type": "integer", "minimum": 0},
+                "id": {"type": "string"},
+            },
+        });
+    }
 }
 
 /// The values a submit can take on this deployment, from the same settings
@@ -288,6 +328,25 @@ mod tests {
         );
         let families = &doc["components"]["schemas"]["CallRequest"]["properties"]["type"]["enum"];
         assert_eq!(families, &json!(["music", "audio"]));
+    }
+
+    #[test]
+    fn the_idempotency_key_and_the_event_stream_are_described_as_checked() {
+        let doc = document(&settings(), true);
+        let key = doc["paths"]["/v1/call"]["post"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .expect("the header is documented")
+            .clone();
+        assert_eq!(key["schema"]["maxLength"], json!(255));
+        let event = &doc["paths"]["/v1/events/{task_id}"]["get"]["responses"]["200"]["content"]
+            ["text/event-stream"]["schema"];
+        assert_eq!(
+            event["properties"]["event"]["enum"],
+            json!(["status", "progress", "result"])
+        );
     }
 
     #[test]
