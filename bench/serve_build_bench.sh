@@ -7,6 +7,7 @@
 # run it on a quiet machine.
 #
 #   bash bench/serve_build_bench.sh [duration-seconds]
+#   PROFILES=serve bash bench/serve_build_bench.sh    # one profile only
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +19,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 rows=()
-for profile in release serve; do
+for profile in ${PROFILES:-release serve}; do
     target="$WORK/target-$profile"
     echo "[bench] clean build, profile $profile" >&2
     start=$(date +%s.%N)
