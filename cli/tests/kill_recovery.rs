@@ -112,11 +112,19 @@ async fn a_kill_9_mid_generation_loses_and_doubles_nothing() {
         if got == want {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {TASKS} tasks called back",
-            got.len()
-        );
+        if Instant::now() >= deadline {
+            let missing: Vec<&String> = want.difference(&got).collect();
+            let log = app.log_text();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| missing.iter().any(|m| l.contains(&m["msg_".len()..])))
+                .collect();
+            panic!(
+                "{} of {TASKS} tasks called back; missing {missing:?}; their log lines:\n{}",
+                got.len(),
+                lines.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut per_task: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -185,7 +185,8 @@ fn mean(values: &[f32]) -> f32 {
 pub enum StageRecorded {
     /// Newly recorded; if it was the last stage the task is now final.
     Recorded { task_became_final: bool },
-    /// This stage already had a result (duplicate delivery).
+    /// This stage already had a result (a duplicate delivery), whether or
+    /// not the task is final by now.
     Duplicate,
     /// The task was already final (canceled, expired): nothing to record.
     TaskWasFinal,
@@ -203,14 +204,20 @@ pub async fn record_stage(
     result_ttl: ChronoDuration,
 ) -> PortResult<Option<(Task, StageRecorded)>> {
     update(store, id, |task| {
-        if task.status.is_final() {
-            return Change::Keep(StageRecorded::TaskWasFinal);
-        }
+        // A stage that already has its result is a duplicate even when the
+        // task is final: most often this very stage made it final and the
+        // step that recorded it died before the final effects (stats row,
+        // callback) were all done. The caller runs them again on a
+        // duplicate; answering "the task was final" here would leave the
+        // callback unsent for good.
         let Some(slot) = task.stages.get_mut(index) else {
             return Change::Keep(StageRecorded::Duplicate);
         };
         if slot.is_some() {
             return Change::Keep(StageRecorded::Duplicate);
+        }
+        if task.status.is_final() {
+            return Change::Keep(StageRecorded::TaskWasFinal);
         }
         *slot = Some(outcome.clone());
         if let Some(p) = task.stage_progress.get_mut(index) {
@@ -550,11 +557,13 @@ mod tests {
         );
         assert_eq!(task.progress, 1.0);
 
+        // Redelivered after the task became final: still a duplicate, so the
+        // caller finishes the final effects a crash may have cut short.
         let (_, again) = record_stage(&store, &id, 2, &clip(), Utc::now(), ttl())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(again, StageRecorded::TaskWasFinal);
+        assert_eq!(again, StageRecorded::Duplicate);
     }
 
     #[tokio::test]
