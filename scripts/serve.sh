@@ -46,10 +46,10 @@ if [ -n "${TOKEN_FILE:-}" ]; then token_hint="the token is in $TOKEN_FILE"; else
 
 BIN=target/serve/sound-creator
 if [ ! -x "$BIN" ]; then
-    echo "[serve] building sound-creator (first time: up to 17 minutes on 2 cores, about 5 GB in target/)" >&2
+    echo "[serve] building sound-creator (first time: about 17 minutes on 2 cores, about 2 GB in target/)" >&2
 fi
-# Only what `serve` needs, in the profile tuned for build time (Cargo.toml
-# says how; bench/SERVE_BUILD.md has the figures).
+# Only what `serve` needs, in the profile that keeps run speed and halves
+# the disk (Cargo.toml says how; bench/SERVE_BUILD.md has the figures).
 cargo build --profile serve -p sound-creator --bin sound-creator >&2
 
 # The binary's first stdout line says where it listens; it becomes the one
