@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sound_creator_core::error_code::ErrorCode;
-use sound_creator_core::ports::{CallbackSender, QueueName};
+use sound_creator_core::ports::{CallbackSender, QueueName, StatsRow, StatsStore};
 use sound_creator_core::service::TaskService;
-use sound_creator_core::task::ModelFamily;
+use sound_creator_core::task::{ModelFamily, TaskId, TaskStatus, Tenant};
 use sound_creator_embedded::{EmbeddedOptions, EmbeddedStore};
 use sound_creator_functions::api::{app, AppState};
 use sound_creator_functions::connections::{self, ConnectionLimits};
@@ -181,6 +181,67 @@ async fn sixteen_concurrent_submits_never_queue_more_jobs_than_the_cap() {
     }
     assert_eq!(accepted, 5, "exactly the cap is admitted");
     assert_eq!(server.queued(ModelFamily::Music).await, 5);
+}
+
+/// F1: a stats window at the ends of the years the API takes (1 and 9999)
+/// is answered, not refused as `503 backend_unavailable`; a year past them
+/// is the client's mistake, a `400` on the field.
+#[tokio::test]
+async fn stats_windows_at_the_ends_of_the_accepted_years_are_answered() {
+    let server = Server::start(&[]).await;
+    // No worker runs here, so the row a finished task leaves is written
+    // straight to the store.
+    let now = chrono::Utc::now();
+    server
+        .store
+        .stats()
+        .record(&StatsRow {
+            task_id: TaskId::generate(),
+            tenant: Tenant::new("marketplace"),
+            user_id: "user-42".into(),
+            family: ModelFamily::Music,
+            status: TaskStatus::Succeeded,
+            duration: 1.0,
+            samples: 1,
+            audio_seconds: 1.0,
+            created_at: now,
+            completed_at: Some(now),
+            queue_ms: Some(1),
+            inference_ms: Some(1),
+            total_ms: Some(2),
+        })
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let get = |query: &str| {
+        let request = client
+            .get(server.url(&format!("/v1/stats?{query}")))
+            .bearer_auth(TOKEN);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    for (query, requests) in [
+        ("to=9999-12-31T23:59:59Z", 1),
+        ("from=0001-01-01T00:00:00Z", 1),
+        ("from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", 1),
+        ("from=5000-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", 0),
+        ("from=0001-01-01T00:00:00Z&to=1000-01-01T00:00:00Z", 0),
+    ] {
+        let (status, body) = get(query).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["requests"], requests, "{query}: {body}");
+    }
+    for (query, field) in [
+        ("to=10000-01-01T00:00:00Z", "to"),
+        ("from=0000-12-31T23:59:59Z", "from"),
+    ] {
+        let (status, body) = get(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
 }
 
 #[tokio::test]

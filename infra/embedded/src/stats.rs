@@ -37,6 +37,27 @@ fn nanos(at: DateTime<Utc>) -> PortResult<i64> {
     })
 }
 
+/// Where a query bound falls on the table's scale. The API takes years
+/// 1..=9999, wider than unix nanoseconds in an `i64` (1677..=2262), and no
+/// row can be stored past either end: a bound out there either bounds
+/// nothing or leaves nothing inside, which is a client's window, never a
+/// backend fault.
+enum Bound {
+    Nanos(i64),
+    BeforeEveryRow,
+    AfterEveryRow,
+}
+
+impl Bound {
+    fn of(at: DateTime<Utc>) -> Bound {
+        match at.timestamp_nanos_opt() {
+            Some(n) => Bound::Nanos(n),
+            None if at < DateTime::UNIX_EPOCH => Bound::BeforeEveryRow,
+            None => Bound::AfterEveryRow,
+        }
+    }
+}
+
 fn optional_millis(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -55,12 +76,24 @@ struct Scope {
 }
 
 impl Scope {
-    fn of(query: &StatsQuery) -> PortResult<Self> {
-        Ok(Self {
+    /// The query's scope in the table's terms, or `None` when its window
+    /// lies wholly outside the times a row can have.
+    fn of(query: &StatsQuery) -> Option<Self> {
+        let from = match query.from.map(Bound::of) {
+            None | Some(Bound::BeforeEveryRow) => None,
+            Some(Bound::Nanos(n)) => Some(n),
+            Some(Bound::AfterEveryRow) => return None,
+        };
+        let to = match query.to.map(Bound::of) {
+            None | Some(Bound::AfterEveryRow) => None,
+            Some(Bound::Nanos(n)) => Some(n),
+            Some(Bound::BeforeEveryRow) => return None,
+        };
+        Some(Self {
             tenant: query.tenant.as_str().to_owned(),
             user_id: query.user_id.clone(),
-            from: query.from.map(nanos).transpose()?,
-            to: query.to.map(nanos).transpose()?,
+            from,
+            to,
         })
     }
 
@@ -183,7 +216,9 @@ impl StatsStore for SqliteStats {
     }
 
     async fn summarize(&self, query: &StatsQuery) -> PortResult<StatsSummary> {
-        let scope = Scope::of(query)?;
+        let Some(scope) = Scope::of(query) else {
+            return Ok(StatsSummary::default());
+        };
 
         let totals_sql = format!(
             "SELECT COUNT(*), TOTAL(audio_seconds), COUNT(total_ms) FROM stats WHERE {SCOPE}"

@@ -177,6 +177,35 @@ async fn the_summary_counts_sums_and_ranks_a_tenants_requests() {
     assert_eq!(windowed.requests, 3);
     assert_eq!(windowed.latency_ms.p50, Some(400));
 
+    // The widest bounds the API takes (years 1 and 9999) select exactly
+    // what they say, never a backend error.
+    let widest = StatsQuery {
+        user_id: Some("u1".into()),
+        from: Some(Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()),
+        to: Some(Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()),
+        ..query(&tenant)
+    };
+    let all_of_u1 = StatsQuery {
+        user_id: Some("u1".into()),
+        ..query(&tenant)
+    };
+    assert_eq!(
+        stats.summarize(&widest).await.expect("summary").requests,
+        stats.summarize(&all_of_u1).await.expect("summary").requests
+    );
+    let far_future = StatsQuery {
+        from: Some(Utc.with_ymd_and_hms(5000, 1, 1, 0, 0, 0).unwrap()),
+        ..widest
+    };
+    assert_eq!(
+        stats
+            .summarize(&far_future)
+            .await
+            .expect("summary")
+            .requests,
+        0
+    );
+
     let empty = stats
         .summarize(&query(&Tenant::new(common::unique("nobody-"))))
         .await

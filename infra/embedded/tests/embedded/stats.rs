@@ -161,6 +161,62 @@ async fn the_summary_filters_by_user_and_inclusive_time_bounds() {
     assert_eq!(stats.summarize(&both).await.unwrap().requests, 2);
 }
 
+/// The API takes bounds from year 1 to 9999, wider than the table's unix
+/// nanoseconds (1677 to 2262): such a bound selects exactly what it says
+/// and is never a backend error (a `503` that would tell the client to
+/// retry a request that can never change).
+#[tokio::test]
+async fn bounds_past_the_tables_time_range_select_exactly_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), quick_options()).await;
+    let stats = store.stats();
+    for minute in 0..3 {
+        stats
+            .record(&row(
+                "marketplace",
+                "user-1",
+                minute,
+                TaskStatus::Succeeded,
+                Some(100),
+            ))
+            .await
+            .unwrap();
+    }
+    let year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+    let end_of_9999 = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+    let requests = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+        let stats = stats.clone();
+        async move {
+            stats
+                .summarize(&StatsQuery {
+                    from,
+                    to,
+                    ..query("marketplace")
+                })
+                .await
+                .unwrap()
+                .requests
+        }
+    };
+    assert_eq!(requests(Some(year(1)), Some(end_of_9999)).await, 3);
+    assert_eq!(requests(None, Some(end_of_9999)).await, 3);
+    assert_eq!(requests(Some(year(1)), None).await, 3);
+    assert_eq!(requests(Some(year(1)), Some(at(1))).await, 2);
+    assert_eq!(requests(Some(at(1)), Some(end_of_9999)).await, 2);
+    let after_every_row = stats
+        .summarize(&StatsQuery {
+            from: Some(year(5000)),
+            to: Some(end_of_9999),
+            ..query("marketplace")
+        })
+        .await
+        .unwrap();
+    assert_eq!(after_every_row.requests, 0);
+    assert!(after_every_row.recent.is_empty());
+    assert_eq!(after_every_row.latency_ms.p50, None);
+    assert_eq!(requests(Some(year(1)), Some(year(1000))).await, 0);
+}
+
 #[tokio::test]
 async fn one_tenant_never_sees_another_tenants_stats() {
     let dir = tempfile::tempdir().unwrap();
