@@ -347,7 +347,17 @@ impl Field {
                 s
             }
             Shape::Url => json!({"type": "string", "format": "uri"}),
-            Shape::Time => json!({"type": "string", "format": "date-time"}),
+            // A year 0000 is RFC 3339 but refused; the extremes are given
+            // as examples so that schema-driven clients try them.
+            Shape::Time => json!({
+                "type": "string",
+                "format": "date-time",
+                "pattern": "^(?!0000-)",
+                "examples": [
+                    format!("{MIN_YEAR:04}-01-01T00:00:00Z"),
+                    format!("{MAX_YEAR:04}-12-31T23:59:59Z"),
+                ],
+            }),
             Shape::Number { min, max } => {
                 json!({"type": "number", "minimum": number_json(min), "maximum": max.schema_value(limits)})
             }
@@ -372,6 +382,10 @@ impl Field {
                 "{doc} At most {} s for audio.",
                 Limits::AUDIO_MAX_DURATION.min(limits.max_duration)
             );
+        }
+        if let Shape::Time = self.shape {
+            doc =
+                format!("{doc} Its instant must fall in the years {MIN_YEAR} to {MAX_YEAR} (UTC).");
         }
         schema["description"] = json!(doc);
         if let Some(default) = self

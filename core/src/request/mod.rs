@@ -1282,4 +1282,28 @@ mod tests {
             assert!(parse(body).is_ok(), "params.{} at its maximum", field.name);
         }
     }
+
+    #[test]
+    fn the_stats_window_schema_names_the_years_the_parser_takes() {
+        let schema = object_schema(STATS_FIELDS, &limits());
+        for name in ["from", "to"] {
+            let field = &schema["properties"][name];
+            assert_eq!(field["format"], "date-time");
+            let examples = field["examples"].as_array().unwrap();
+            assert_eq!(examples.len(), 2, "{name}");
+            for example in examples {
+                let query = format!("{name}={}", example.as_str().unwrap());
+                assert!(StatsRequest::parse(&query, &limits()).is_ok(), "{query}");
+            }
+            // The pattern refuses what the parser refuses for its year alone.
+            assert_eq!(field["pattern"], "^(?!0000-)");
+            assert!(
+                StatsRequest::parse(&format!("{name}=0000-06-01T00:00:00Z"), &limits()).is_err()
+            );
+            assert!(field["description"]
+                .as_str()
+                .unwrap()
+                .contains("years 1 to 9999"));
+        }
+    }
 }
